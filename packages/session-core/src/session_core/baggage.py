@@ -1,0 +1,366 @@
+"""The W3C baggage encoding of a context, shared by session-http and session-otel (one wire format).
+
+Members (keys and values percent-encoded per W3C; a value never holds a raw ``+`` or space, so
+OpenTelemetry's ``unquote_plus`` and a plain ``unquote`` read the same thing)::
+
+    session.v=1                    wire-format version
+    session.name=<name>
+    session.uids=<uid>.<uid>...    the uid chain, root first
+    session.m.<key>=<JSON value>   one member per merged-metadata key; JSON keeps types (ints stay ints)
+    session.ref=1                  metadata travels by reference: the receiver's storage has the context
+    session.ts=<unix seconds>      with signing on: issue time ...
+    session.sig=<HMAC>             ... and signature (see `session_core.signing`)
+
+Decoding is total: any input gives a context or None with one logged warning that names the problem (never
+the whole input); only ``strict=True`` raises `InvalidSessionContext`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import quote, unquote
+
+from session_core.context import CONTEXT_VERSION, json_safe, validate_context
+from session_core.errors import ContextTooLarge, InvalidSessionContext, UnserializableMetadata
+from session_core.signing import DEFAULT_MAX_AGE, resolve_signing_key, sign_context, verify_context
+from session_core.storage import ContextStore
+
+__all__ = [
+    "MAX_HEADER_BYTES",
+    "MAX_MEMBERS",
+    "MAX_MEMBER_BYTES",
+    "PREFIX",
+    "context_from_baggage_items",
+    "context_to_baggage_items",
+    "decode_baggage",
+    "encode_baggage",
+    "is_session_key",
+    "split_baggage",
+    "strip_session_members",
+]
+
+logger = logging.getLogger(__name__)
+
+MAX_HEADER_BYTES = 8192
+MAX_MEMBERS = 180
+MAX_MEMBER_BYTES = 4096
+PREFIX = "session."
+META_PREFIX = "session.m."
+WIRE_VERSION = "1"
+
+_KEY_SAFE = "!#$&'*-.^_`|~"  # RFC 7230 tchar, less % and + (which we always escape)
+_VALUE_SAFE = "!#$&'()*/:<=>?@[]^`{|}"  # W3C baggage-octet, less % and + (plus what quote keeps anyway)
+_PLAIN_VALUE = re.compile(r"[A-Za-z0-9!#$&'()*\-./:<=>?@\[\]^_`{|}~]*")
+_PLAIN_KEY = re.compile(r"[A-Za-z0-9!#$&'*\-.^_`|~]+")
+_PLAIN_STRING = re.compile(r"[A-Za-z0-9 !#$%&'()*+,\-./:;<=>?@\[\]^_`{|}~]*")  # JSON-encodes as "<itself>"
+_ENCODED_VALUE = re.compile(r"(?:[!#-+\--:<-\[\]-~]|%[0-9A-Fa-f]{2})*")
+_UIDS = re.compile(r"[0-9A-Za-z_-]{1,64}(?:\.[0-9A-Za-z_-]{1,64}){0,63}")
+_INT = re.compile(r"-?(?:0|[1-9][0-9]{0,17})")
+
+
+def is_session_key(key: str) -> bool:
+    return key.startswith(PREFIX)
+
+
+# -- values ------------------------------------------------------------------------------------------------
+def _json_value(value: Any) -> str:
+    t = type(value)
+    if t is str and _PLAIN_STRING.fullmatch(value):
+        return f'"{value}"'
+    if t is int:
+        return str(value)
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
+def _parse_json_value(text: str) -> Any:
+    if len(text) >= 2 and text[0] == '"' and text[-1] == '"' and "\\" not in text and '"' not in text[1:-1]:
+        return text[1:-1]
+    if _INT.fullmatch(text):
+        return int(text)
+    return json.loads(text)
+
+
+def _enc_value(value: str) -> str:
+    return value if _PLAIN_VALUE.fullmatch(value) else quote(value, safe=_VALUE_SAFE)
+
+
+def _enc_key(key: str) -> str:
+    return key if _PLAIN_KEY.fullmatch(key) else quote(key, safe=_KEY_SAFE)
+
+
+# -- items: decoded key -> decoded value (what OpenTelemetry's baggage API holds) --------------------------
+def context_to_baggage_items(ctx: Mapping[str, Any]) -> dict[str, str]:
+    """The baggage members of `ctx` as decoded ``{key: value}`` (metadata inline; signature if present)."""
+    items = {
+        "session.v": WIRE_VERSION,
+        "session.name": ctx["name"],
+        "session.uids": ".".join(ctx["uid_chain"]),
+    }
+    for key, value in ctx.get("metadata", {}).items():
+        items[META_PREFIX + key] = _json_value(value)
+    if "sig" in ctx:
+        items["session.ts"] = str(ctx["ts"])
+        items["session.sig"] = ctx["sig"]
+    return items
+
+
+def _reference_items(ctx: Mapping[str, Any]) -> dict[str, str]:
+    items = {
+        "session.v": WIRE_VERSION,
+        "session.name": ctx["name"],
+        "session.uids": ".".join(ctx["uid_chain"]),
+        "session.ref": "1",
+    }
+    if "sig" in ctx:
+        items["session.ts"] = str(ctx["ts"])
+        items["session.sig"] = ctx["sig"]
+    return items
+
+
+class _Refused(Exception):
+    """Internal: why a baggage context was refused (becomes a warning, or InvalidSessionContext when strict)."""
+
+
+def context_from_baggage_items(
+    items: Mapping[str, Any],
+    *,
+    signing_key: str | bytes | None = None,
+    storage: Any = None,
+    strict: bool = False,
+    max_age: float | None = DEFAULT_MAX_AGE,
+) -> dict[str, Any] | None:
+    """The context held by decoded baggage members, or None when there is none or it is refused.
+
+    `signing_key` (or ``$SESSION_SIGNING_KEY``): refuse unsigned or badly signed contexts. `storage`: where a
+    by-reference context's metadata is looked up.
+    """
+    try:
+        return _from_items(items, resolve_signing_key(signing_key), storage, max_age)
+    except (_Refused, InvalidSessionContext) as exc:
+        if strict:
+            raise InvalidSessionContext(f"session baggage refused: {exc}") from None
+        logger.warning("session baggage ignored: %s", exc)
+        return None
+
+
+def _from_items(
+    items: Mapping[str, Any], key: bytes | None, storage: Any, max_age: float | None
+) -> dict[str, Any] | None:
+    uids = items.get("session.uids")
+    if uids is None:
+        if any(isinstance(k, str) and k.startswith(PREFIX) for k in items):
+            raise _Refused("session members present but 'session.uids' is missing")
+        if key is not None:
+            return None  # no context at all is not a forgery
+        return None
+    version = items.get("session.v", WIRE_VERSION)
+    if version != WIRE_VERSION:
+        raise _Refused(f"unsupported wire version {str(version)[:8]!r} (this session-core reads {WIRE_VERSION})")
+    if not isinstance(uids, str) or not _UIDS.fullmatch(uids):
+        raise _Refused("'session.uids' is not a dot-separated list of uids")
+    name = items.get("session.name")
+    if not isinstance(name, str) or not name:
+        raise _Refused("'session.name' is missing or empty")
+    metadata: dict[str, Any] = {}
+    for k, v in items.items():
+        if isinstance(k, str) and k.startswith(META_PREFIX):
+            mkey = k[len(META_PREFIX) :]
+            if not mkey:
+                raise _Refused("a metadata member has an empty key")
+            try:
+                metadata[mkey] = _parse_json_value(str(v))
+            except (ValueError, RecursionError):
+                raise _Refused(f"metadata member {mkey[:64]!r} is not JSON") from None
+    ctx: dict[str, Any] = {"v": CONTEXT_VERSION, "name": name, "uid_chain": uids.split("."), "metadata": metadata}
+    if items.get("session.ref") == "1":
+        ctx["metadata"] = _load_reference(ctx["uid_chain"][-1], storage)
+    sig = items.get("session.sig")
+    if sig is not None:
+        ts = items.get("session.ts")
+        if not isinstance(ts, str) or not _INT.fullmatch(ts):
+            raise _Refused("'session.ts' is missing or not an integer")
+        ctx["ts"] = int(ts)
+        ctx["sig"] = str(sig)
+    ctx = validate_context(ctx)
+    if key is not None:
+        try:
+            verify_context(ctx, key, max_age=max_age)
+        except InvalidSessionContext as exc:
+            raise _Refused(str(exc)) from None
+    return ctx
+
+
+def _load_reference(uid: str, storage: Any) -> dict[str, Any]:
+    if storage is None or not isinstance(storage, ContextStore):
+        raise _Refused(
+            "the context's metadata travels by reference, but no storage that keeps contexts is configured "
+            "here (set $SESSION_STORAGE_URL to the sender's storage)"
+        )
+    saved = storage.load_context(uid)
+    if saved is None:
+        raise _Refused(f"the context's metadata travels by reference, but session {uid} is not in {storage!r}")
+    metadata = saved.get("metadata", {})
+    if not isinstance(metadata, dict):
+        raise _Refused("the stored context's metadata is not a dict")
+    return metadata
+
+
+# -- the header --------------------------------------------------------------------------------------------
+def split_baggage(header: str) -> list[tuple[str, str, str]]:
+    """Split a baggage header into ``(raw key, raw value, raw member)``; malformed members raise `_Refused`."""
+    out = []
+    for member in header.split(","):
+        member = member.strip(" \t")
+        if not member:
+            continue
+        pair = member.split(";", 1)[0]
+        key, eq, value = pair.partition("=")
+        if not eq:
+            raise _Refused("a baggage member has no '='")
+        out.append((key.strip(" \t"), value.strip(" \t"), member))
+    return out
+
+
+def strip_session_members(header: str | None) -> str:
+    """`header` without its ``session.*`` members (other members kept verbatim, in order)."""
+    if not header:
+        return ""
+    kept = []
+    for member in header.split(","):
+        stripped = member.strip(" \t")
+        if not stripped:
+            continue
+        key = stripped.split("=", 1)[0].strip(" \t")
+        if not unquote(key).startswith(PREFIX):
+            kept.append(stripped)
+    return ",".join(kept)
+
+
+def _encode_items(items: Mapping[str, str]) -> list[str]:
+    return [f"{_enc_key(k)}={_enc_value(v)}" for k, v in items.items()]
+
+
+def encode_baggage(
+    ctx: Mapping[str, Any],
+    *,
+    existing: str | None = None,
+    signing_key: str | bytes | None = None,
+    storage: Any = None,
+) -> str:
+    """A ``baggage`` header value carrying `ctx`, merged into `existing` (its session members replaced).
+
+    Metadata too large for the header travels by reference through `storage` when that keeps contexts and is
+    addressable (has a URL); otherwise `ContextTooLarge` says the size and the limit. Never truncates.
+    """
+    if "sig" in ctx or "ts" in ctx:
+        ctx = {k: v for k, v in ctx.items() if k not in ("sig", "ts")}
+    key = resolve_signing_key(signing_key)
+    try:
+        metadata = json_safe(ctx.get("metadata", {}))
+    except UnserializableMetadata as exc:
+        raise InvalidSessionContext(str(exc)) from exc
+    ctx = {**ctx, "metadata": metadata}
+    if key is not None:
+        ctx = sign_context(dict(ctx), key)
+    others = strip_session_members(existing)
+    members = _encode_items(context_to_baggage_items(ctx))
+    size = _header_size(others, members)
+    if size > MAX_HEADER_BYTES or len(members) + _count(others) > MAX_MEMBERS or _too_long(members):
+        if storage is None or not isinstance(storage, ContextStore) or getattr(storage, "url", None) is None:
+            limit = MAX_MEMBER_BYTES if _too_long(members) else MAX_HEADER_BYTES
+            raise ContextTooLarge(size if not _too_long(members) else max(map(_len, members)), limit)
+        storage.save_context(dict(ctx))
+        members = _encode_items(_reference_items(ctx))
+        size = _header_size(others, members)
+        if size > MAX_HEADER_BYTES:
+            raise ContextTooLarge(size, MAX_HEADER_BYTES)
+    return ",".join([others, *members]) if others else ",".join(members)
+
+
+def _len(member: str) -> int:
+    return len(member.encode())
+
+
+def _too_long(members: list[str]) -> bool:
+    return any(_len(m) > MAX_MEMBER_BYTES for m in members)
+
+
+def _count(header: str) -> int:
+    return header.count(",") + 1 if header else 0
+
+
+def _header_size(others: str, members: list[str]) -> int:
+    size = sum(_len(m) for m in members) + max(len(members) - 1, 0)
+    return size + (_len(others) + 1 if others else 0)
+
+
+def decode_baggage(
+    header: str | bytes | None,
+    *,
+    signing_key: str | bytes | None = None,
+    storage: Any = None,
+    strict: bool = False,
+    max_age: float | None = DEFAULT_MAX_AGE,
+) -> dict[str, Any] | None:
+    """The context in a ``baggage`` header, or None (no session members, or refused with a warning).
+
+    Total: never raises for any input unless `strict`, where a refused context raises `InvalidSessionContext`.
+    """
+    try:
+        items = _header_items(header)
+        if items is None:
+            return None
+        return _from_items(items, resolve_signing_key(signing_key), storage, max_age)
+    except (_Refused, InvalidSessionContext) as exc:
+        if strict:
+            raise InvalidSessionContext(f"session baggage refused: {exc}") from None
+        logger.warning("session baggage ignored: %s", exc)
+        return None
+
+
+def _header_items(header: str | bytes | None) -> dict[str, str] | None:
+    if header is None:
+        return None
+    if isinstance(header, (bytes, bytearray)):
+        if len(header) > MAX_HEADER_BYTES:
+            raise _Refused(f"baggage header is {len(header)} bytes, over the limit of {MAX_HEADER_BYTES}")
+        try:
+            header = bytes(header).decode("ascii")
+        except UnicodeDecodeError:
+            raise _Refused("baggage header holds non-ASCII bytes") from None
+    if not isinstance(header, str):
+        raise _Refused(f"baggage header must be text, got {type(header).__name__}")
+    if PREFIX not in header and "session%2E" not in header.lower():
+        return None  # fast path: no session members at all
+    if len(header) > MAX_HEADER_BYTES or len(header.encode("utf-8", "replace")) > MAX_HEADER_BYTES:
+        raise _Refused(f"baggage header is over the limit of {MAX_HEADER_BYTES} bytes")
+    if not header.isascii():
+        raise _Refused("baggage header holds non-ASCII characters")
+    members = split_baggage(header)
+    if len(members) > MAX_MEMBERS:
+        raise _Refused(f"baggage header has {len(members)} members, over the limit of {MAX_MEMBERS}")
+    items: dict[str, str] = {}
+    for raw_key, raw_value, member in members:
+        key = unquote(raw_key) if "%" in raw_key else raw_key
+        if not key.startswith(PREFIX):
+            continue
+        if len(member) > MAX_MEMBER_BYTES:
+            raise _Refused(f"member {key[:64]!r} is over the limit of {MAX_MEMBER_BYTES} bytes")
+        if not _ENCODED_VALUE.fullmatch(raw_value):
+            raise _Refused(f"member {key[:64]!r} has a malformed value (bad percent-encoding or characters)")
+        if "%" in raw_value or "+" in raw_value:
+            # OTel writes a space as '+'; our encoder never emits a raw '+', so both read alike.
+            try:
+                value = unquote(raw_value.replace("+", " "), errors="strict")
+            except UnicodeDecodeError:
+                raise _Refused(f"member {key[:64]!r} percent-decodes to invalid UTF-8") from None
+        else:
+            value = raw_value
+        if key in items:
+            raise _Refused(f"member {key[:64]!r} appears twice")
+        items[key] = value
+    return items

@@ -1,0 +1,167 @@
+"""The context dict: the immutable, serializable part of a session that crosses boundaries.
+
+Version 1 holds::
+
+    {"v": 1, "name": str, "uid_chain": [str, ...], "metadata": {str: JSON value},
+     "storage_url": str (optional), "backend": str (optional), "otel": {...} (optional, backend fields),
+     "ts": int, "sig": str (optional, see `session_core.signing`)}
+
+It is JSON-serializable and picklable; metadata values keep their JSON types (ints stay ints).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from session_core.errors import InvalidSessionContext, UnserializableMetadata
+from session_core.urls import redact_url
+
+__all__ = [
+    "CONTEXT_VERSION",
+    "MAX_CHAIN_DEPTH",
+    "MAX_NAME_LENGTH",
+    "json_safe",
+    "make_context",
+    "validate_context",
+]
+
+CONTEXT_VERSION = 1
+MAX_CHAIN_DEPTH = 64
+MAX_NAME_LENGTH = 256
+MAX_METADATA_KEYS = 128
+MAX_NESTING = 32
+
+UID_RE = re.compile(r"[0-9A-Za-z_-]{1,64}")
+_KNOWN_FIELDS = frozenset({"v", "name", "uid_chain", "metadata", "storage_url", "backend", "otel", "ts", "sig"})
+
+
+def json_safe(value: Any, where: str = "metadata", _depth: int = 0) -> Any:
+    """Return a JSON-safe copy of `value` (tuples become lists) or raise `UnserializableMetadata`."""
+    t = type(value)
+    if t is str or t is int or t is bool or value is None:
+        return value
+    if t is float:
+        if math.isfinite(value):
+            return value
+        raise UnserializableMetadata(f"{where} is {value!r}; JSON has no representation of non-finite floats")
+    if _depth >= MAX_NESTING:
+        raise UnserializableMetadata(f"{where} nests deeper than {MAX_NESTING} levels")
+    if isinstance(value, Mapping):
+        out = {}
+        for k, v in value.items():
+            if not isinstance(k, str):
+                raise UnserializableMetadata(f"{where} has a non-string key {k!r}; JSON object keys are strings")
+            out[k] = json_safe(v, f"{where}[{k!r}]", _depth + 1)
+        return out
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v, f"{where}[{i}]", _depth + 1) for i, v in enumerate(value)]
+    if isinstance(value, str):  # subclasses, e.g. str-valued enums: keep the plain value
+        return str.__getitem__(value, slice(None))
+    if isinstance(value, bool):
+        return bool(value)
+    if isinstance(value, int):
+        return int(value)
+    if isinstance(value, float):
+        return json_safe(float(value), where, _depth)
+    raise UnserializableMetadata(
+        f"{where} is a {t.__name__}, which cannot cross a process boundary as JSON; "
+        "use str, int, float, bool, None, lists or dicts of them"
+    )
+
+
+def make_context(
+    name: str,
+    uid_chain: list[str] | tuple[str, ...],
+    metadata: Mapping[str, Any],
+    storage_url: str | None = None,
+    **backend_fields: Any,
+) -> dict[str, Any]:
+    """Build a version-1 context dict; metadata is checked and copied so the result is immutable in effect."""
+    ctx: dict[str, Any] = {
+        "v": CONTEXT_VERSION,
+        "name": name,
+        "uid_chain": list(uid_chain),
+        "metadata": json_safe(metadata) if metadata else {},
+    }
+    if storage_url:
+        ctx["storage_url"] = redact_url(storage_url)
+    for key, value in backend_fields.items():
+        if value is not None:
+            ctx[key] = value
+    return ctx
+
+
+def _bad(field: str, problem: str) -> InvalidSessionContext:
+    return InvalidSessionContext(f"invalid session context: {field!r} {problem}")
+
+
+def validate_context(ctx: Any) -> dict[str, Any]:
+    """Check a context dict from anywhere (pickle, JSON, network) and return a normalized copy.
+
+    Raises `InvalidSessionContext` naming the bad field.
+    """
+    if not isinstance(ctx, Mapping):
+        raise InvalidSessionContext(f"invalid session context: expected a dict, got {type(ctx).__name__}")
+    v = ctx.get("v", CONTEXT_VERSION)
+    if type(v) is not int or v < 1:
+        raise _bad("v", f"must be a positive int, got {v!r}")
+    if v > CONTEXT_VERSION:
+        raise _bad("v", f"is {v}, newer than this session-core understands ({CONTEXT_VERSION}); upgrade session-core")
+    name = ctx.get("name")
+    if not isinstance(name, str) or not name:
+        raise _bad("name", f"must be a non-empty string, got {type(name).__name__}")
+    if len(name) > MAX_NAME_LENGTH:
+        raise _bad("name", f"is {len(name)} characters long, over the limit of {MAX_NAME_LENGTH}")
+    chain = ctx.get("uid_chain")
+    if not isinstance(chain, (list, tuple)) or not chain:
+        raise _bad("uid_chain", "must be a non-empty list of uids")
+    if len(chain) > MAX_CHAIN_DEPTH:
+        raise _bad("uid_chain", f"is {len(chain)} deep, over the limit of {MAX_CHAIN_DEPTH}")
+    for uid in chain:
+        if not isinstance(uid, str) or UID_RE.fullmatch(uid) is None:
+            raise _bad("uid_chain", f"holds {uid!r}; a uid is 1-64 characters of [0-9A-Za-z_-]")
+    metadata = ctx.get("metadata", {})
+    if not isinstance(metadata, Mapping):
+        raise _bad("metadata", f"must be a dict, got {type(metadata).__name__}")
+    if len(metadata) > MAX_METADATA_KEYS:
+        raise _bad("metadata", f"has {len(metadata)} keys, over the limit of {MAX_METADATA_KEYS}")
+    try:
+        metadata = json_safe(metadata)
+    except UnserializableMetadata as exc:
+        raise _bad("metadata", str(exc)) from exc
+    out: dict[str, Any] = {"v": CONTEXT_VERSION, "name": name, "uid_chain": list(chain), "metadata": metadata}
+    storage_url = ctx.get("storage_url")
+    if storage_url is not None:
+        if not isinstance(storage_url, str) or not storage_url or "://" not in storage_url:
+            raise _bad("storage_url", "must be a storage URL such as 'sqlite:///traces.db'")
+        out["storage_url"] = redact_url(storage_url)
+    backend = ctx.get("backend")
+    if backend is not None:
+        if not isinstance(backend, str):
+            raise _bad("backend", f"must be a string, got {type(backend).__name__}")
+        out["backend"] = backend
+    otel = ctx.get("otel")
+    if otel is not None:
+        if not isinstance(otel, Mapping) or not all(
+            isinstance(k, str) and isinstance(val, str) for k, val in otel.items()
+        ):
+            raise _bad("otel", "must be a dict of strings (traceparent, tracestate)")
+        out["otel"] = dict(otel)
+    ts = ctx.get("ts")
+    if ts is not None:
+        if type(ts) is not int:
+            raise _bad("ts", f"must be an int (unix seconds), got {type(ts).__name__}")
+        out["ts"] = ts
+    sig = ctx.get("sig")
+    if sig is not None:
+        if not isinstance(sig, str):
+            raise _bad("sig", f"must be a string, got {type(sig).__name__}")
+        out["sig"] = sig
+    return out
+
+
+def is_known_field(key: str) -> bool:
+    return key in _KNOWN_FIELDS

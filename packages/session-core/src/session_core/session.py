@@ -1,0 +1,289 @@
+"""`SessionProtocol`, the shared `BaseSession` machinery and `ContextVarSession`."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from types import TracebackType
+from typing import Any, Protocol, TypeVar, runtime_checkable
+
+from session_core import stack as _stack
+from session_core._ids import new_session_name, new_uid
+from session_core.context import make_context, validate_context
+from session_core.errors import SessionStateError
+from session_core.storage import InMemoryStorage
+from session_core.trace import Trace
+
+__all__ = ["BaseSession", "ContextVarSession", "SessionProtocol", "default_storage"]
+
+STORAGE_URL_ENV = "SESSION_STORAGE_URL"
+_ACTIVE = _stack.ACTIVE
+_S = TypeVar("_S", bound="BaseSession")
+
+
+@runtime_checkable
+class SessionProtocol(Protocol):
+    """What every session class offers; `ContextVarSession` and session-otel's `OTelSession` implement it."""
+
+    name: str
+    metadata: dict[str, Any]
+
+    @property
+    def uid(self) -> str: ...
+
+    @property
+    def uid_chain(self) -> list[str]: ...
+
+    @property
+    def storage(self) -> Any: ...
+
+    @property
+    def llm_calls(self) -> list[Trace]: ...
+
+    def clear_calls(self) -> None: ...
+
+    def __len__(self) -> int: ...
+
+    def __enter__(self) -> Any: ...
+
+    def __exit__(self, *exc: Any) -> Any: ...
+
+    async def __aenter__(self) -> Any: ...
+
+    async def __aexit__(self, *exc: Any) -> Any: ...
+
+    def to_context(self) -> dict[str, Any]: ...
+
+
+def default_storage() -> Any:
+    """`open_storage($SESSION_STORAGE_URL)` when that is set, else a new `InMemoryStorage`."""
+    url = os.environ.get(STORAGE_URL_ENV)
+    if url:
+        from session_core.registry import open_storage
+
+        return open_storage(url)
+    return InMemoryStorage()
+
+
+class BaseSession:
+    """Name, uid chain, merged metadata, storage and the stack protocol, shared by every session class.
+
+    Everything derived (uid, chain, merged metadata, default name and storage) is computed on first use, so
+    entering and leaving a session costs two `ContextVar.set` calls.
+    """
+
+    __slots__ = (
+        "_active",
+        "_chain",
+        "_ctx",
+        "_merged",
+        "_name",
+        "_parent",
+        "_storage",
+        "_uid",
+        "metadata",
+    )
+
+    backend_name = "contextvar"
+
+    def __init__(self, name: str | None = None, storage: Any = None, **metadata: Any) -> None:
+        if name is not None and not isinstance(name, str):
+            raise TypeError(f"session name must be a str, got {type(name).__name__}")
+        self._name = name
+        self._storage = storage
+        self.metadata = metadata
+        stack = _ACTIVE.get()
+        self._parent = stack[-1] if stack else None
+        self._ctx: dict[str, Any] | None = None
+        self._uid: str | None = None
+        self._chain: tuple[str, ...] | None = None
+        self._merged: dict[str, Any] | None = None
+        self._active = False
+
+    # -- construction from a context -------------------------------------------------------------------
+    @classmethod
+    def from_context(cls: type[_S], ctx: Mapping[str, Any], storage: Any = None, **metadata: Any) -> _S:
+        """A not-yet-entered session continuing `ctx`'s uid chain with its merged metadata inherited.
+
+        Storage: `storage`, else the one named by the context's ``storage_url``, else the default.
+        Raises `InvalidSessionContext` when `ctx` is malformed.
+        """
+        valid = validate_context(ctx)
+        session = cls.__new__(cls)
+        BaseSession.__init__(session, valid["name"], storage, **metadata)
+        session._parent = None
+        session._ctx = valid
+        session._init_backend_from_context(valid)
+        return session
+
+    def _init_backend_from_context(self, ctx: dict[str, Any]) -> None:
+        """Hook for subclasses that carry backend fields (e.g. an OTel traceparent)."""
+
+    # -- derived state ---------------------------------------------------------------------------------
+    @property
+    def name(self) -> str:
+        name = self._name
+        if name is None:
+            parent = self._parent
+            name = parent.name if parent is not None else new_session_name()
+            self._name = name
+        return name
+
+    @name.setter
+    def name(self, value: str) -> None:
+        self._name = value
+
+    @property
+    def uid(self) -> str:
+        uid = self._uid
+        if uid is None:
+            uid = self._uid = new_uid()
+        return uid
+
+    def _chain_tuple(self) -> tuple[str, ...]:
+        chain = self._chain
+        if chain is None:
+            if self._ctx is not None:
+                base: tuple[str, ...] = tuple(self._ctx["uid_chain"])
+            elif self._parent is not None:
+                parent = self._parent
+                base = parent._chain_tuple() if isinstance(parent, BaseSession) else tuple(parent.uid_chain)
+            else:
+                base = ()
+            chain = self._chain = (*base, self.uid)
+        return chain
+
+    @property
+    def uid_chain(self) -> list[str]:
+        """Uids from the root session to this one (root first, `uid` last)."""
+        return list(self._chain_tuple())
+
+    @property
+    def depth(self) -> int:
+        return len(self._chain_tuple())
+
+    def merged_metadata(self) -> dict[str, Any]:
+        """Metadata merged outer → inner (a fresh dict each call)."""
+        return dict(self._merged_view())
+
+    def _merged_view(self) -> dict[str, Any]:
+        merged = self._merged
+        if merged is None:
+            if self._ctx is not None:
+                outer: Mapping[str, Any] = self._ctx["metadata"]
+            elif self._parent is not None:
+                parent = self._parent
+                outer = parent._merged_view() if isinstance(parent, BaseSession) else parent.merged_metadata()
+            else:
+                outer = {}
+            merged = self._merged = {**outer, **self.metadata} if outer else dict(self.metadata)
+        return merged
+
+    @property
+    def storage(self) -> Any:
+        storage = self._storage
+        if storage is None:
+            if self._parent is not None:
+                storage = self._parent.storage
+            elif self._ctx is not None and "storage_url" in self._ctx:
+                from session_core.registry import open_storage
+
+                storage = open_storage(self._ctx["storage_url"])
+            else:
+                storage = default_storage()
+            self._storage = storage
+        return storage
+
+    @property
+    def storage_url(self) -> str | None:
+        return getattr(self.storage, "url", None)
+
+    @property
+    def parent(self) -> Any:
+        """The enclosing session object in this process (None for a root or a restored context)."""
+        return self._parent
+
+    # -- traces ----------------------------------------------------------------------------------------
+    @property
+    def llm_calls(self) -> list[Trace]:
+        """Traces recorded in this session and every descendant, wherever they ran."""
+        return self.storage.get_traces(self.uid)  # type: ignore[no-any-return]
+
+    def clear_calls(self) -> None:
+        self.storage.clear(self.uid)
+
+    def __len__(self) -> int:
+        return len(self.llm_calls)
+
+    def __bool__(self) -> bool:  # a session with no traces yet is still a session
+        return True
+
+    # -- context ---------------------------------------------------------------------------------------
+    def to_context(self) -> dict[str, Any]:
+        """The JSON-serializable, picklable context: name, uid chain, merged metadata, storage URL."""
+        return make_context(self.name, self._chain_tuple(), self._merged_view(), self.storage_url)
+
+    # -- the stack -------------------------------------------------------------------------------------
+    def _enter_stack(self) -> None:
+        if self._active:
+            raise SessionStateError(
+                f"{self!r} is already active; a session object can be entered once at a time. "
+                "Open a new session (or restore its context) for concurrent work."
+            )
+        stack = _ACTIVE.get()
+        if self._ctx is None:
+            top = stack[-1] if stack else None
+            if top is not self._parent:  # created in one place, entered in another: adopt the new parent
+                self._parent = top
+                self._chain = None
+                self._merged = None
+        self._active = True
+        _ACTIVE.set((*stack, self))
+
+    def _exit_stack(self) -> None:
+        self._active = False
+        stack = _ACTIVE.get()
+        if stack and stack[-1] is self:
+            _ACTIVE.set(stack[:-1])
+        else:
+            _stack.pop_session(self)
+
+    def __enter__(self: _S) -> _S:
+        self._enter_stack()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._exit_stack()
+
+    async def __aenter__(self: _S) -> _S:
+        return self.__enter__()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.__exit__(exc_type, exc, tb)
+
+    @property
+    def is_active(self) -> bool:
+        return self._active
+
+    def __repr__(self) -> str:
+        storage = self._storage if self._storage is not None else "<default>"
+        return (
+            f"{type(self).__name__}(name={self.name!r}, uid={self.uid!r}, depth={self.depth}, "
+            f"storage={storage!r})"
+        )
+
+
+class ContextVarSession(BaseSession):
+    """A session kept in a `ContextVar`: asyncio tasks inherit it, threads do not unless bound."""
+
+    __slots__ = ()

@@ -1,0 +1,86 @@
+"""URL slug: session metadata in a path segment, for clients that only let you set a base URL."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from session_core.context import json_safe
+from session_core.errors import UnserializableMetadata
+
+__all__ = [
+    "MAX_SLUG_LENGTH",
+    "build_proxied_base_url",
+    "decode_metadata_slug",
+    "encode_metadata_slug",
+    "extract_metadata_from_path",
+]
+
+SLUG_PREFIX = "v1."
+MAX_SLUG_LENGTH = 6144
+_SLUG_RE = re.compile(r"(?:v1\.)?[A-Za-z0-9_-]*")
+_META_SEGMENT = "/meta/"
+
+
+def encode_metadata_slug(meta: Mapping[str, Any]) -> str:
+    """``v1.`` + base64url (unpadded) of the compact JSON of `meta`."""
+    if not isinstance(meta, Mapping):
+        raise TypeError(f"slug metadata must be a dict, got {type(meta).__name__}")
+    try:
+        body = json.dumps(json_safe(meta, "slug metadata"), separators=(",", ":"), ensure_ascii=False)
+    except UnserializableMetadata as exc:
+        raise ValueError(str(exc)) from exc
+    slug = SLUG_PREFIX + base64.urlsafe_b64encode(body.encode()).rstrip(b"=").decode()
+    if len(slug) > MAX_SLUG_LENGTH:
+        raise ValueError(f"metadata slug is {len(slug)} characters, over the limit of {MAX_SLUG_LENGTH}")
+    return slug
+
+
+def decode_metadata_slug(slug: str) -> dict[str, Any]:
+    """The metadata dict of a slug; `ValueError` saying what is wrong for anything malformed."""
+    if not isinstance(slug, str):
+        raise ValueError(f"metadata slug must be a str, got {type(slug).__name__}")
+    if len(slug) > MAX_SLUG_LENGTH:
+        raise ValueError(f"metadata slug is {len(slug)} characters, over the limit of {MAX_SLUG_LENGTH}")
+    if not _SLUG_RE.fullmatch(slug):
+        raise ValueError("metadata slug holds characters outside base64url")
+    body = slug[len(SLUG_PREFIX) :] if slug.startswith(SLUG_PREFIX) else slug
+    if not body:
+        raise ValueError("metadata slug is empty")
+    try:
+        raw = base64.urlsafe_b64decode(body + "=" * (-len(body) % 4))
+        meta = json.loads(raw.decode("utf-8"))
+    except (binascii.Error, UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise ValueError(f"metadata slug is not base64url-encoded JSON: {type(exc).__name__}") from None
+    if not isinstance(meta, dict):
+        raise ValueError(f"metadata slug holds a JSON {type(meta).__name__}, not an object")
+    return meta
+
+
+def build_proxied_base_url(base_url: str, meta: Mapping[str, Any]) -> str:
+    """`base_url` with ``/meta/<slug>`` inserted before a trailing ``/v1`` (appended when there is none)."""
+    slug = encode_metadata_slug(meta)
+    stripped = base_url.rstrip("/")
+    if stripped.endswith("/v1"):
+        return f"{stripped[:-3]}/meta/{slug}/v1"
+    return f"{stripped}/meta/{slug}"
+
+
+def extract_metadata_from_path(path: str) -> tuple[str, dict[str, Any]] | None:
+    """``(path without the /meta/<slug> segment, metadata)``, or None when the path has no such segment.
+
+    Raises `ValueError` when the segment is there but its slug is malformed.
+    """
+    start = path.find(_META_SEGMENT)
+    if start < 0:
+        return None
+    slug_start = start + len(_META_SEGMENT)
+    end = path.find("/", slug_start)
+    slug = path[slug_start:] if end < 0 else path[slug_start:end]
+    meta = decode_metadata_slug(slug)
+    clean = path[:start] + (path[end:] if end >= 0 else "")
+    return (clean or "/"), meta

@@ -1,0 +1,55 @@
+"""The one active-session stack every session class pushes onto.
+
+It is a tuple in a single `ContextVar`: asyncio tasks inherit a snapshot, threads start empty unless bound,
+and a push or pop is one `ContextVar.set`.
+"""
+
+from __future__ import annotations
+
+from contextvars import ContextVar
+from typing import Any
+
+from session_core.errors import SessionStateError
+
+__all__ = ["active_sessions", "current_session", "pop_session", "push_session"]
+
+ACTIVE: ContextVar[tuple[Any, ...]] = ContextVar("session_core.active_sessions", default=())
+
+
+def push_session(session: Any) -> None:
+    """Make `session` the innermost active session of the current context."""
+    ACTIVE.set((*ACTIVE.get(), session))
+
+
+def pop_session(session: Any) -> None:
+    """Remove `session`, which must be the innermost one; otherwise raise and keep the stack consistent."""
+    stack = ACTIVE.get()
+    if stack and stack[-1] is session:
+        ACTIVE.set(stack[:-1])
+        return
+    _pop_out_of_order(stack, session)
+
+
+def _pop_out_of_order(stack: tuple[Any, ...], session: Any) -> None:
+    if any(s is session for s in stack):
+        ACTIVE.set(tuple(s for s in stack if s is not session))
+        inner = stack[-1]
+        raise SessionStateError(
+            f"{session!r} exited while {inner!r} inside it was still active; sessions must exit in "
+            "reverse order of entry. It was removed from the active-session stack; the inner ones stay."
+        )
+    raise SessionStateError(
+        f"{session!r} exited in a context where it is not active (was it entered in another thread or "
+        "task?). The active-session stack is unchanged."
+    )
+
+
+def active_sessions() -> tuple[Any, ...]:
+    """The active sessions of the current context, outermost first."""
+    return ACTIVE.get()
+
+
+def current_session() -> Any:
+    """The innermost active session object, or None."""
+    stack = ACTIVE.get()
+    return stack[-1] if stack else None
