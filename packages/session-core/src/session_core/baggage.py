@@ -11,6 +11,9 @@ OpenTelemetry's ``unquote_plus`` and a plain ``unquote`` read the same thing)::
     session.ts=<unix seconds>      with signing on: issue time ...
     session.sig=<HMAC>             ... and signature (see `session_core.signing`)
 
+Through OpenTelemetry's propagator, which strips whitespace around keys, a metadata key with leading or
+trailing whitespace arrives stripped (names are protected by JSON-quoting).
+
 Decoding is total: any input gives a context or None with one logged warning that names the problem (never
 the whole input); only ``strict=True`` raises `InvalidSessionContext`.
 """
@@ -57,7 +60,7 @@ _VALUE_SAFE = "!#$&'()*/:<=>?@[]^`{|}"  # W3C baggage-octet, less % and + (plus 
 _PLAIN_VALUE = re.compile(r"[A-Za-z0-9!#$&'()*\-./:<=>?@\[\]^_`{|}~]*")
 _PLAIN_KEY = re.compile(r"[A-Za-z0-9!#$&'*\-.^_`|~]+")
 _PLAIN_STRING = re.compile(r"[A-Za-z0-9 !#$%&'()*+,\-./:;<=>?@\[\]^_`{|}~]*")  # JSON-encodes as "<itself>"
-_ENCODED_VALUE = re.compile(r"(?:[!#-+\--:<-\[\]-~]|%[0-9A-Fa-f]{2})*")
+_ENCODED_VALUE = re.compile(r"(?:[!#$&-+\--:<-\[\]-~]|%[0-9A-Fa-f]{2})*")
 _UIDS = re.compile(r"[0-9A-Za-z_-]{1,64}(?:\.[0-9A-Za-z_-]{1,64}){0,63}")
 _INT = re.compile(r"-?(?:0|[1-9][0-9]{0,17})")
 
@@ -84,6 +87,25 @@ def _parse_json_value(text: str) -> Any:
     return json.loads(text)
 
 
+def _name_value(name: str) -> str:
+    """The name as is; as a JSON string when it starts with a quote or has edge whitespace (which OTel strips)."""
+    if name[:1] == '"' or name != name.strip():
+        return json.dumps(name, ensure_ascii=False)
+    return name
+
+
+def _parse_name(value: str) -> str:
+    if value[:1] == '"':
+        try:
+            name = json.loads(value)
+        except ValueError:
+            raise _Refused("'session.name' starts with a quote but is not a JSON string") from None
+        if not isinstance(name, str):
+            raise _Refused("'session.name' is not a string")
+        return name
+    return value
+
+
 def _enc_value(value: str) -> str:
     return value if _PLAIN_VALUE.fullmatch(value) else quote(value, safe=_VALUE_SAFE)
 
@@ -97,7 +119,7 @@ def context_to_baggage_items(ctx: Mapping[str, Any]) -> dict[str, str]:
     """The baggage members of `ctx` as decoded ``{key: value}`` (metadata inline; signature if present)."""
     items = {
         "session.v": WIRE_VERSION,
-        "session.name": ctx["name"],
+        "session.name": _name_value(ctx["name"]),
         "session.uids": ".".join(ctx["uid_chain"]),
     }
     for key, value in ctx.get("metadata", {}).items():
@@ -111,7 +133,7 @@ def context_to_baggage_items(ctx: Mapping[str, Any]) -> dict[str, str]:
 def _reference_items(ctx: Mapping[str, Any]) -> dict[str, str]:
     items = {
         "session.v": WIRE_VERSION,
-        "session.name": ctx["name"],
+        "session.name": _name_value(ctx["name"]),
         "session.uids": ".".join(ctx["uid_chain"]),
         "session.ref": "1",
     }
@@ -165,6 +187,7 @@ def _from_items(
     name = items.get("session.name")
     if not isinstance(name, str) or not name:
         raise _Refused("'session.name' is missing or empty")
+    name = _parse_name(name)
     metadata: dict[str, Any] = {}
     for k, v in items.items():
         if isinstance(k, str) and k.startswith(META_PREFIX):
@@ -345,7 +368,7 @@ def _header_items(header: str | bytes | None) -> dict[str, str] | None:
         raise _Refused(f"baggage header has {len(members)} members, over the limit of {MAX_MEMBERS}")
     items: dict[str, str] = {}
     for raw_key, raw_value, member in members:
-        key = unquote(raw_key) if "%" in raw_key else raw_key
+        key = unquote(raw_key.replace("+", " ")) if "%" in raw_key or "+" in raw_key else raw_key
         if not key.startswith(PREFIX):
             continue
         if len(member) > MAX_MEMBER_BYTES:

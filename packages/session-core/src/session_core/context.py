@@ -84,10 +84,10 @@ def make_context(
         "v": CONTEXT_VERSION,
         "name": name,
         "uid_chain": list(uid_chain),
-        "metadata": json_safe(metadata) if metadata else {},
+        "metadata": _checked_metadata(metadata, wrap=False) if metadata else {},
     }
     if storage_url:
-        ctx["storage_url"] = redact_url(storage_url)
+        ctx["storage_url"] = redact_url(storage_url) if "@" in storage_url else storage_url
     for key, value in backend_fields.items():
         if value is not None:
             ctx[key] = value
@@ -98,21 +98,58 @@ def _bad(field: str, problem: str) -> InvalidSessionContext:
     return InvalidSessionContext(f"invalid session context: {field!r} {problem}")
 
 
+_PLAIN = frozenset({str, int, bool, type(None)})
+_CHAIN_RE = re.compile(r"[0-9A-Za-z_-]{1,64}(?:\.[0-9A-Za-z_-]{1,64})*")
+
+
+def _checked_metadata(metadata: Any, wrap: bool = True) -> dict[str, Any]:
+    if type(metadata) is not dict:
+        if not isinstance(metadata, Mapping):
+            raise _bad("metadata", f"must be a dict, got {type(metadata).__name__}")
+        metadata = dict(metadata)
+    if len(metadata) > MAX_METADATA_KEYS:
+        raise _bad("metadata", f"has {len(metadata)} keys, over the limit of {MAX_METADATA_KEYS}")
+    plain = _PLAIN
+    for key, value in metadata.items():
+        if type(key) is not str or type(value) not in plain:
+            break
+    else:
+        return dict(metadata)  # fast path: flat metadata of plain scalars
+    if not wrap:
+        return json_safe(metadata)  # type: ignore[no-any-return]
+    try:
+        return json_safe(metadata)  # type: ignore[no-any-return]
+    except UnserializableMetadata as exc:
+        raise _bad("metadata", str(exc)) from exc
+
+
+def _plain_chain(chain: list[Any] | tuple[Any, ...]) -> bool:
+    try:
+        joined = "".join(chain)
+    except TypeError:
+        return False
+    if joined.isascii() and joined.isalnum():  # fast path: hex uids
+        return max(map(len, chain)) <= 64 and min(map(len, chain)) > 0
+    return _CHAIN_RE.fullmatch(".".join(chain)) is not None
+
+
 def validate_context(ctx: Any) -> dict[str, Any]:
     """Check a context dict from anywhere (pickle, JSON, network) and return a normalized copy.
 
     Raises `InvalidSessionContext` naming the bad field.
     """
-    if not isinstance(ctx, Mapping):
+    if type(ctx) is not dict and not isinstance(ctx, Mapping):
         raise InvalidSessionContext(f"invalid session context: expected a dict, got {type(ctx).__name__}")
     v = ctx.get("v", CONTEXT_VERSION)
-    if type(v) is not int or v < 1:
-        raise _bad("v", f"must be a positive int, got {v!r}")
-    if v > CONTEXT_VERSION:
+    if v != CONTEXT_VERSION or type(v) is not int:
+        if type(v) is not int or v < 1:
+            raise _bad("v", f"must be a positive int, got {v!r}")
         raise _bad("v", f"is {v}, newer than this session-core understands ({CONTEXT_VERSION}); upgrade session-core")
     name = ctx.get("name")
-    if not isinstance(name, str) or not name:
-        raise _bad("name", f"must be a non-empty string, got {type(name).__name__}")
+    if type(name) is not str or not name:
+        if not isinstance(name, str) or not name:
+            raise _bad("name", f"must be a non-empty string, got {type(name).__name__}")
+        name = str.__getitem__(name, slice(None))
     if len(name) > MAX_NAME_LENGTH:
         raise _bad("name", f"is {len(name)} characters long, over the limit of {MAX_NAME_LENGTH}")
     chain = ctx.get("uid_chain")
@@ -120,24 +157,26 @@ def validate_context(ctx: Any) -> dict[str, Any]:
         raise _bad("uid_chain", "must be a non-empty list of uids")
     if len(chain) > MAX_CHAIN_DEPTH:
         raise _bad("uid_chain", f"is {len(chain)} deep, over the limit of {MAX_CHAIN_DEPTH}")
-    for uid in chain:
-        if not isinstance(uid, str) or UID_RE.fullmatch(uid) is None:
-            raise _bad("uid_chain", f"holds {uid!r}; a uid is 1-64 characters of [0-9A-Za-z_-]")
-    metadata = ctx.get("metadata", {})
-    if not isinstance(metadata, Mapping):
-        raise _bad("metadata", f"must be a dict, got {type(metadata).__name__}")
-    if len(metadata) > MAX_METADATA_KEYS:
-        raise _bad("metadata", f"has {len(metadata)} keys, over the limit of {MAX_METADATA_KEYS}")
-    try:
-        metadata = json_safe(metadata)
-    except UnserializableMetadata as exc:
-        raise _bad("metadata", str(exc)) from exc
-    out: dict[str, Any] = {"v": CONTEXT_VERSION, "name": name, "uid_chain": list(chain), "metadata": metadata}
+    if not _plain_chain(chain):
+        bad = next((u for u in chain if not isinstance(u, str) or UID_RE.fullmatch(u) is None), chain)
+        raise _bad("uid_chain", f"holds {bad!r}; a uid is 1-64 characters of [0-9A-Za-z_-]")
+    out: dict[str, Any] = {
+        "v": CONTEXT_VERSION,
+        "name": name,
+        "uid_chain": list(chain),
+        "metadata": _checked_metadata(ctx.get("metadata", {})),
+    }
+    if len(ctx) > 4 or "v" not in ctx:
+        _optional_fields(ctx, out)
+    return out
+
+
+def _optional_fields(ctx: Mapping[str, Any], out: dict[str, Any]) -> None:
     storage_url = ctx.get("storage_url")
     if storage_url is not None:
         if not isinstance(storage_url, str) or not storage_url or "://" not in storage_url:
             raise _bad("storage_url", "must be a storage URL such as 'sqlite:///traces.db'")
-        out["storage_url"] = redact_url(storage_url)
+        out["storage_url"] = redact_url(storage_url) if "@" in storage_url else storage_url
     backend = ctx.get("backend")
     if backend is not None:
         if not isinstance(backend, str):
@@ -160,7 +199,6 @@ def validate_context(ctx: Any) -> dict[str, Any]:
         if not isinstance(sig, str):
             raise _bad("sig", f"must be a string, got {type(sig).__name__}")
         out["sig"] = sig
-    return out
 
 
 def is_known_field(key: str) -> bool:

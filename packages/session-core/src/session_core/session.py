@@ -276,10 +276,9 @@ class BaseSession:
         return self._active
 
     def __repr__(self) -> str:
-        storage = self._storage if self._storage is not None else "<default>"
         return (
             f"{type(self).__name__}(name={self.name!r}, uid={self.uid!r}, depth={self.depth}, "
-            f"storage={storage!r})"
+            f"storage={self.storage!r})"
         )
 
 

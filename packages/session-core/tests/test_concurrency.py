@@ -1,0 +1,158 @@
+"""Threads, asyncio tasks, process pools and multiprocessing with real workers."""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing
+import pickle
+import threading
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+
+import core_workers
+import pytest
+
+from session_core import (
+    ContextVarSession,
+    InMemoryStorage,
+    StorageNotAddressable,
+    bind_session,
+    get_current_metadata,
+    get_current_session,
+    get_current_session_name,
+    record_trace,
+)
+
+
+def test_threads_do_not_inherit_unless_bound():
+    seen = {}
+    with ContextVarSession("main", k=1) as s:
+        plain = threading.Thread(target=lambda: seen.__setitem__("plain", get_current_session()))
+        plain.start()
+        plain.join()
+
+        def work():
+            seen["bound"] = (get_current_session_name(), get_current_metadata())
+            record_trace(name="in thread")
+
+        bound = threading.Thread(target=bind_session(work))
+        bound.start()
+        bound.join()
+    assert seen["plain"] is None
+    assert seen["bound"] == ("main", {"k": 1})
+    assert [t.name for t in s.llm_calls] == ["in thread"]  # same InMemoryStorage object
+
+
+def test_fifty_threads_each_own_session():
+    storage = InMemoryStorage()
+    barrier = threading.Barrier(50)
+    errors = []
+
+    def worker(i):
+        with ContextVarSession(f"t{i}", storage=storage, i=i) as s:
+            barrier.wait()
+            for _ in range(20):
+                if get_current_metadata() != {"i": i} or get_current_session() is not s:
+                    errors.append(i)
+                record_trace(name=f"t{i}")
+            return s
+
+    with ThreadPoolExecutor(50) as pool:
+        sessions = list(pool.map(worker, range(50)))
+    assert errors == []
+    for i, s in enumerate(sessions):
+        assert {t.name for t in s.llm_calls} == {f"t{i}"} and len(s.llm_calls) == 20
+
+
+def test_thousand_asyncio_tasks_each_own_session():
+    storage = InMemoryStorage()
+
+    async def task(i):
+        async with ContextVarSession(f"a{i}", storage=storage, i=i) as s:
+            for _ in range(3):
+                await asyncio.sleep(0)
+                assert get_current_metadata() == {"i": i}
+                assert get_current_session() is s
+                record_trace(name=f"a{i}")
+            return s
+
+    async def main():
+        with ContextVarSession("parent", storage=storage) as parent:
+            sessions = await asyncio.gather(*(task(i) for i in range(1000)))
+        return parent, sessions
+
+    parent, sessions = asyncio.run(main())
+    assert all({t.name for t in s.llm_calls} == {f"a{i}"} for i, s in enumerate(sessions))
+    assert len(parent.llm_calls) == 3000
+    assert all(s.uid_chain[0] == parent.uid for s in sessions)
+
+
+def test_asyncio_tasks_inherit_current_session():
+    async def child():
+        return get_current_session_name()
+
+    async def main():
+        async with ContextVarSession("inherit"):
+            return await asyncio.create_task(child())
+
+    assert asyncio.run(main()) == "inherit"
+
+
+def test_bind_session_async_function():
+    async def work():
+        await asyncio.sleep(0)
+        record_trace(name="async bound")
+        return get_current_session_name()
+
+    with ContextVarSession("abind") as s:
+        bound = bind_session(work)
+    assert asyncio.run(bound()) == "abind"
+    assert [t.name for t in s.llm_calls] == ["async bound"]
+
+
+def test_bind_outside_session_runs_plain():
+    assert bind_session(get_current_session)() is None
+
+
+@pytest.mark.parametrize("method", ["fork", "spawn"])
+def test_process_pool_with_addressable_storage(method, jsonl_storage):
+    ctx = multiprocessing.get_context(method)
+    with ContextVarSession("pool", storage=jsonl_storage, run=3) as s:
+        fn = bind_session(core_workers.record_in_child)
+        with ProcessPoolExecutor(2, mp_context=ctx) as pool:
+            results = list(pool.map(fn, [f"job{i}" for i in range(4)]))
+    for r in results:
+        assert r["name"] == "pool" and r["metadata"] == {"run": 3}
+        assert r["uids"][0] == s.uid and len(r["uids"]) == 2
+    assert sorted(t.name for t in s.llm_calls) == ["job0", "job1", "job2", "job3"]
+
+
+@pytest.mark.parametrize("method", ["fork", "spawn"])
+def test_multiprocessing_process(method, jsonl_storage):
+    ctx = multiprocessing.get_context(method)
+    with ContextVarSession("proc", storage=jsonl_storage) as s:
+        p = ctx.Process(target=bind_session(core_workers.record_and_exit), args=("from process",))
+        p.start()
+        p.join(60)
+    assert p.exitcode == 0
+    assert [t.name for t in s.llm_calls] == ["from process"]
+
+
+def test_in_memory_storage_refuses_to_cross_process():
+    with ContextVarSession("mem", storage=InMemoryStorage()):
+        fn = bind_session(core_workers.record_in_child)
+    with pytest.raises(StorageNotAddressable, match="lives in this process only"):
+        pickle.dumps(fn)
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        with pytest.raises(StorageNotAddressable, match="SqliteSessionStorage"):
+            pool.submit(fn, "lost?").result(timeout=60)
+
+
+def test_in_memory_storage_fork_refuses_in_child():
+    """A forked child never silently writes to its private copy of an in-memory store."""
+    ctx = multiprocessing.get_context("fork")
+    with ContextVarSession("mem", storage=InMemoryStorage()) as s:
+        p = ctx.Process(target=bind_session(core_workers.record_and_exit), args=("lost",))
+        p.start()
+        p.join(60)
+    assert p.exitcode != 0
+    assert s.llm_calls == []

@@ -1,0 +1,129 @@
+"""open_storage, the entry-point registries, restore_session, InMemoryStorage and Trace."""
+
+from __future__ import annotations
+
+import json
+import threading
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from session_core import (
+    ContextVarSession,
+    InMemoryStorage,
+    SessionStorage,
+    Trace,
+    UnknownStorageScheme,
+    get_current_metadata,
+    open_storage,
+    register_ambient_provider,
+    register_backend,
+    restore_session,
+    storage_schemes,
+)
+from session_core import registry
+
+
+def test_memory_scheme_is_process_wide():
+    assert open_storage("memory://a") is open_storage("memory://a")
+    assert open_storage("memory://a") is not open_storage("memory://b")
+    assert isinstance(open_storage("memory://"), SessionStorage)
+
+
+@pytest.mark.parametrize(
+    ("url", "hint"),
+    [("sqlite:///x.db", "session-storage-sql"), ("postgresql+psycopg://h/db", "session-storage-sql[postgres]"),
+     ("nosuch://x", "Schemes available here")],
+)
+def test_unknown_scheme_names_what_to_install(url, hint):
+    if url.split(":")[0].split("+")[0] in storage_schemes():
+        pytest.skip(f"{url.split(':')[0]} storage is installed in this environment")
+    with pytest.raises(UnknownStorageScheme, match=hint.replace("[", r"\[").replace("]", r"\]")):
+        open_storage(url)
+
+
+def test_unknown_scheme_never_echoes_password():
+    with pytest.raises(UnknownStorageScheme) as info:
+        open_storage("nosuch://user:hunter2@host/db")
+    assert "hunter2" not in str(info.value)
+
+
+def test_restore_session_uses_registered_backend_and_falls_back(caplog):
+    class CustomSession(ContextVarSession):
+        __slots__ = ()
+
+    register_backend("custom-test", CustomSession)
+    try:
+        with ContextVarSession("b") as s:
+            ctx = {**s.to_context(), "backend": "custom-test"}
+        assert type(restore_session(ctx)) is CustomSession
+        assert type(restore_session({**ctx, "backend": "not-installed"})) is ContextVarSession
+        assert "not installed here" in caplog.text
+    finally:
+        registry._explicit[registry.BACKEND_GROUP].pop("custom-test")
+
+
+def test_ambient_provider_feeds_helpers_outside_sessions():
+    ambient = {"v": 1, "name": "ambient", "uid_chain": ["aa"], "metadata": {"from": "baggage"}}
+    register_ambient_provider("test-ambient", lambda: ambient)
+    try:
+        assert get_current_metadata() == {"from": "baggage"}
+        with ContextVarSession("real", x=1):
+            assert get_current_metadata() == {"x": 1}  # a session object wins
+    finally:
+        registry._explicit[registry.AMBIENT_GROUP].pop("test-ambient")
+    assert get_current_metadata() == {}
+
+
+def test_in_memory_storage_thread_safe_and_idempotent():
+    storage = InMemoryStorage()
+    traces = [Trace(name=f"t{i}") for i in range(200)]
+
+    def add(chunk):
+        for t in chunk:
+            storage.add_trace(["root", "child"], "s", t)
+
+    threads = [threading.Thread(target=add, args=(traces,)) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(storage.get_traces("root")) == 200
+    assert len(storage) == 200
+    assert storage.get_traces("root", session_name="other") == []
+
+
+trace_fields = st.fixed_dictionaries(
+    {},
+    optional={
+        "name": st.text(max_size=10),
+        "input": st.text() | st.lists(st.dictionaries(st.text(max_size=5), st.text(max_size=5))),
+        "output": st.text() | st.none(),
+        "model": st.text(max_size=10) | st.none(),
+        "latency_ms": st.floats(0, 1e6),
+        "tokens": st.integers(0, 10**6) | st.fixed_dictionaries(
+            {"prompt": st.integers(0, 99), "completion": st.integers(0, 99), "total": st.integers(0, 200)}),
+        "metadata": st.dictionaries(st.text(max_size=5), st.integers() | st.text(max_size=5), max_size=3),
+        "parent_trace_id": st.text(max_size=8) | st.none(),
+        "cost": st.floats(0, 10) | st.none(),
+        "environment": st.text(max_size=5) | st.none(),
+        "tags": st.lists(st.text(max_size=5), max_size=3) | st.none(),
+    },
+)
+
+
+@settings(max_examples=200)
+@given(trace_fields)
+def test_trace_dict_round_trip_through_json(fields):
+    trace = Trace(**fields)
+    assert Trace.from_dict(json.loads(json.dumps(trace.to_dict()))) == trace
+
+
+def test_trace_defaults_and_unknown_keys_kept():
+    a, b = Trace(), Trace()
+    assert a.trace_id != b.trace_id and len(a.trace_id) == 32 and a.timestamp > 0
+    t = Trace.from_dict({"name": "x", "vendor_field": 1})
+    assert t.metadata == {"extra": {"vendor_field": 1}}
+    with pytest.raises(TypeError):
+        Trace.from_dict(["not", "a", "dict"])  # type: ignore[arg-type]

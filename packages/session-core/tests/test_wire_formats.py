@@ -1,0 +1,271 @@
+"""The context dict, W3C baggage and URL slug codecs: round trips, limits, hostile input, signing."""
+
+from __future__ import annotations
+
+import json
+import logging
+import string
+from urllib.parse import quote_plus, unquote_plus
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from session_core import (
+    ContextTooLarge,
+    ContextVarSession,
+    InMemoryStorage,
+    InvalidSessionContext,
+    assemble_routing_metadata,
+    build_proxied_base_url,
+    context_from_baggage_items,
+    context_from_routing_metadata,
+    context_to_baggage_items,
+    decode_baggage,
+    decode_metadata_slug,
+    encode_baggage,
+    encode_metadata_slug,
+    extract_metadata_from_path,
+    sign_context,
+    strip_session_members,
+    validate_context,
+    verify_context,
+)
+from session_core.baggage import MAX_HEADER_BYTES
+from session_core.errors import SignatureError
+
+json_scalars = st.one_of(
+    st.none(), st.booleans(), st.integers(-(2**53), 2**53), st.floats(allow_nan=False, allow_infinity=False), st.text()
+)
+json_values = st.recursive(
+    json_scalars, lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(), inner, max_size=3), max_leaves=6
+)
+uids = st.text(alphabet=string.hexdigits.lower() + "_-", min_size=1, max_size=32)
+contexts = st.builds(
+    lambda name, chain, meta: {"v": 1, "name": name, "uid_chain": chain, "metadata": meta},
+    st.text(min_size=1, max_size=40),
+    st.lists(uids, min_size=1, max_size=5),
+    st.dictionaries(st.text(min_size=1, max_size=20).filter(lambda k: k == k.strip()), json_values, max_size=6),
+)
+
+
+def ctx_of(**metadata):
+    with ContextVarSession("wire", **metadata) as s:
+        with ContextVarSession() as inner:
+            return s, inner, inner.to_context()
+
+
+class TestBaggage:
+    def test_members_are_readable_and_typed(self):
+        _, inner, ctx = ctx_of(task_id=7, user="alice", ratio=0.5, ok=True)
+        header = encode_baggage(ctx)
+        assert "session.name=wire" in header
+        assert "session.m.task_id=7" in header
+        assert f"session.uids={'.'.join(inner.uid_chain)}" in header
+        back = decode_baggage(header)
+        assert back == {**ctx, "metadata": ctx["metadata"]}
+        assert type(back["metadata"]["task_id"]) is int
+
+    @settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+    @given(contexts)
+    def test_round_trip(self, ctx):
+        try:
+            header = encode_baggage(ctx)
+        except ContextTooLarge:
+            return
+        assert decode_baggage(header, strict=True) == validate_context(ctx)
+
+    @settings(max_examples=300)
+    @given(contexts)
+    def test_round_trip_through_opentelemetry_style_encoding(self, ctx):
+        """OTel's propagator writes items with quote_plus and reads with unquote_plus: same context."""
+        items = context_to_baggage_items(ctx)
+        header = ",".join(f"{quote_plus(k)}={quote_plus(v)}" for k, v in items.items())
+        if len(header) > MAX_HEADER_BYTES or any(len(m) > 4096 for m in header.split(",")):
+            return
+        assert decode_baggage(header, strict=True) == validate_context(ctx)
+        # and what we write, OTel reads back as the same items
+        ours = encode_baggage(ctx)
+        otel_items = {}
+        for member in ours.split(","):
+            k, v = member.split("=", 1)
+            otel_items[unquote_plus(k).strip()] = unquote_plus(v).strip()
+        assert context_from_baggage_items(otel_items, strict=True) == validate_context(ctx)
+
+    @settings(max_examples=2000)
+    @given(st.one_of(st.text(max_size=300), st.binary(max_size=300), st.none(), st.integers()))
+    def test_decoding_is_total(self, header):
+        decode_baggage(header)  # returns a context or None, never raises
+
+    @settings(max_examples=1000)
+    @given(st.lists(st.sampled_from(["session.v=1", "session.name=x", "session.uids=ab.cd", "session.m.k=1",
+                                     "session.m.k=%zz", "session.m.j={", "session.uids=!", ",", ";p=1", "=",
+                                     "session.sig=x", "session.ts=a", "other=1", " ", "%", "session.ref=1",
+                                     "session.v=2", "session.name=%FF"]), max_size=10))
+    def test_adversarial_member_soup_is_total(self, members):
+        header = ",".join(members)
+        result = decode_baggage(header)
+        assert result is None or isinstance(result, dict)
+        try:
+            decode_baggage(header, strict=True)
+        except InvalidSessionContext:
+            pass
+
+    def test_merges_into_existing_header_and_replaces_old_session_members(self):
+        _, _, ctx = ctx_of(a=1)
+        first = encode_baggage(ctx, existing="vendor=x;prop=1,other=2")
+        assert first.startswith("vendor=x;prop=1,other=2,")
+        again = encode_baggage(ctx, existing=first)
+        assert again.count("session.name=") == 1
+        assert strip_session_members(again) == "vendor=x;prop=1,other=2"
+
+    @pytest.mark.parametrize(
+        ("header", "problem"),
+        [
+            ("session.v=1,session.name=x", "'session.uids' is missing"),
+            ("session.uids=ab,session.name=x,session.m.k=%7B", "not JSON"),
+            ("session.uids=ab,session.name=x,session.m.k=%zz", "malformed value"),
+            ("session.uids=ab,session.name=%FF", "invalid UTF-8"),
+            ("session.uids=a!b,session.name=x", "not a dot-separated"),
+            ("session.uids=ab,session.name=x,session.uids=cd", "appears twice"),
+            ("session.v=9,session.uids=ab,session.name=x", "unsupported wire version"),
+            ("session.uids=ab,session.name=x,novalue", "no '='"),
+            ("session.uids=ab,session.name=x,session.ref=1", "by reference"),
+            ("session.uids=ab,session.name=" + "x" * 9000, "over the limit"),
+            (",".join(f"k{i}=v" for i in range(200)) + ",session.uids=ab,session.name=x", "members"),
+        ],
+    )
+    def test_malformed_headers_warn_once_naming_problem(self, header, problem, caplog):
+        with caplog.at_level(logging.WARNING, logger="session_core.baggage"):
+            assert decode_baggage(header) is None
+        warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+        assert len(warnings) == 1
+        assert problem in warnings[0].getMessage()
+        assert len(warnings[0].getMessage()) < 400  # never the whole header
+        with pytest.raises(InvalidSessionContext, match=problem.split("'")[0] or "."):
+            decode_baggage(header, strict=True)
+
+    def test_no_session_members_is_none_without_warning(self, caplog):
+        with caplog.at_level(logging.WARNING):
+            assert decode_baggage("vendor=1,other=2") is None
+            assert decode_baggage("") is None
+        assert caplog.records == []
+
+    def test_oversized_metadata_raises_context_too_large(self):
+        _, _, ctx = ctx_of(blob="x" * 5000)
+        with pytest.raises(ContextTooLarge) as info:
+            encode_baggage(ctx)
+        assert info.value.limit == 4096 and info.value.size > 4096
+        assert isinstance(info.value, ValueError)
+        many = {f"k{i}": "y" * 100 for i in range(100)}
+        _, _, ctx = ctx_of(**many)
+        with pytest.raises(ContextTooLarge, match="limit of 8192"):
+            encode_baggage(ctx)
+
+    def test_oversized_metadata_travels_by_reference(self, jsonl_storage):
+        big = {f"k{i}": "y" * 100 for i in range(100)}
+        with ContextVarSession("big", storage=jsonl_storage, **big) as s:
+            ctx = s.to_context()
+        header = encode_baggage(ctx, storage=jsonl_storage)
+        assert "session.ref=1" in header and len(header) < 300
+        restored = decode_baggage(header, storage=jsonl_storage)
+        assert restored["metadata"] == big  # never truncated
+        assert restored["uid_chain"] == [s.uid]
+        # an in-process store is not addressable: no reference, a clear error instead
+        with pytest.raises(ContextTooLarge):
+            encode_baggage(ctx, storage=InMemoryStorage())
+
+
+class TestSigning:
+    KEY = "k3y-for-tests"
+
+    def test_signed_round_trip(self):
+        _, _, ctx = ctx_of(a=1)
+        header = encode_baggage(ctx, signing_key=self.KEY)
+        assert "session.sig=" in header and self.KEY not in header
+        back = decode_baggage(header, signing_key=self.KEY, strict=True)
+        assert back["metadata"] == {"a": 1}
+
+    def test_unsigned_forged_tampered_replayed_are_refused(self):
+        _, _, ctx = ctx_of(a=1)
+        unsigned = encode_baggage(ctx)
+        forged = encode_baggage(ctx, signing_key="attacker")
+        good = encode_baggage(ctx, signing_key=self.KEY)
+        tampered = good.replace("session.m.a=1", "session.m.a=2")
+        _, _, other = ctx_of(a=1)
+        replayed = encode_baggage(other).split(",")
+        sig_members = [m for m in good.split(",") if m.startswith(("session.sig", "session.ts"))]
+        replayed = ",".join([m for m in replayed if not m.startswith("session.sig")] + sig_members)
+        for header, why in [(unsigned, "not signed"), (forged, "does not match"), (tampered, "does not match"),
+                            (replayed, "does not match")]:
+            assert decode_baggage(header, signing_key=self.KEY) is None
+            with pytest.raises(SignatureError if False else InvalidSessionContext, match=why):
+                decode_baggage(header, signing_key=self.KEY, strict=True)
+
+    def test_env_key_and_expiry(self, monkeypatch):
+        monkeypatch.setenv("SESSION_SIGNING_KEY", self.KEY)
+        _, _, ctx = ctx_of(a=1)
+        signed = sign_context(ctx, self.KEY, now=1_000_000)
+        with pytest.raises(SignatureError, match="expired"):
+            verify_context(signed, self.KEY, max_age=60, now=1_000_100)
+        assert verify_context(signed, self.KEY, max_age=None, now=2_000_000) is signed
+        assert decode_baggage(encode_baggage(ctx)) is not None  # env key used on both sides
+
+    def test_signed_dict_context(self):
+        _, _, ctx = ctx_of(a=1)
+        signed = sign_context(ctx, self.KEY)
+        valid = validate_context(json.loads(json.dumps(signed)))
+        verify_context(valid, self.KEY)
+        with pytest.raises(SignatureError):
+            verify_context({**valid, "uid_chain": ["ffff"]}, self.KEY)
+
+
+class TestSlug:
+    @settings(max_examples=300)
+    @given(st.dictionaries(st.text(max_size=20), json_values, max_size=6))
+    def test_round_trip(self, meta):
+        assert decode_metadata_slug(encode_metadata_slug(meta)) == json.loads(json.dumps(meta))
+
+    @settings(max_examples=2000)
+    @given(st.text(max_size=200))
+    def test_decoding_raises_only_value_error(self, slug):
+        try:
+            result = decode_metadata_slug(slug)
+        except ValueError:
+            return
+        assert isinstance(result, dict)
+
+    @pytest.mark.parametrize(
+        ("slug", "problem"),
+        [("v1.", "empty"), ("v1.!!", "base64url"), ("v1.bm90IGpzb24", "JSON"), ("v1.WzFd", "not an object"),
+         ("v1." + "A" * 7000, "limit")],
+    )
+    def test_malformed_slugs(self, slug, problem):
+        with pytest.raises(ValueError, match=problem):
+            decode_metadata_slug(slug)
+
+    def test_proxied_base_url_and_extraction(self):
+        url = build_proxied_base_url("http://127.0.0.1:8000/v1", {"task": 1})
+        assert url.startswith("http://127.0.0.1:8000/meta/v1.") and url.endswith("/v1")
+        path = url[len("http://127.0.0.1:8000") :] + "/chat/completions"
+        clean, meta = extract_metadata_from_path(path)
+        assert clean == "/v1/chat/completions" and meta == {"task": 1}
+        assert extract_metadata_from_path("/v1/chat/completions") is None
+        assert build_proxied_base_url("http://h/api", {}).endswith("/api/meta/v1.e30")
+        with pytest.raises(ValueError):
+            extract_metadata_from_path("/meta/%%%/v1")
+
+
+class TestRouting:
+    def test_assemble_and_back(self):
+        assert assemble_routing_metadata() == {}
+        assert assemble_routing_metadata({"x": 1}) == {"x": 1}
+        with ContextVarSession("route", task=3) as outer, ContextVarSession(arm="a") as inner:
+            meta = assemble_routing_metadata({"extra": True})
+        assert meta == {"task": 3, "arm": "a", "session_name": "route", "session_uids": [outer.uid, inner.uid],
+                        "extra": True}
+        ctx = context_from_routing_metadata(json.loads(json.dumps(meta)))
+        assert ctx["uid_chain"] == [outer.uid, inner.uid] and ctx["metadata"] == {"task": 3, "arm": "a", "extra": True}
+        assert context_from_routing_metadata({"x": 1}) is None
+        with pytest.raises(InvalidSessionContext):
+            context_from_routing_metadata({"session_uids": "nope", "session_name": "x"})
