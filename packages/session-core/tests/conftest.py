@@ -8,9 +8,9 @@ import pytest
 # Helper modules that child processes must import by name (spawn pickles functions by module path).
 sys.path.insert(0, str(Path(__file__).parent / "helpers"))
 
-import core_testing_storage  # noqa: E402
+import core_testing_storage
 
-from session_core import stack  # noqa: E402
+from session_core import stack
 
 
 @pytest.fixture(autouse=True)

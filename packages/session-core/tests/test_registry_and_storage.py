@@ -19,10 +19,10 @@ from session_core import (
     open_storage,
     register_ambient_provider,
     register_backend,
+    registry,
     restore_session,
     storage_schemes,
 )
-from session_core import registry
 
 
 def test_memory_scheme_is_process_wide():
@@ -33,8 +33,11 @@ def test_memory_scheme_is_process_wide():
 
 @pytest.mark.parametrize(
     ("url", "hint"),
-    [("sqlite:///x.db", "session-storage-sql"), ("postgresql+psycopg://h/db", "session-storage-sql[postgres]"),
-     ("nosuch://x", "Schemes available here")],
+    [
+        ("sqlite:///x.db", "session-storage-sql"),
+        ("postgresql+psycopg://h/db", "session-storage-sql[postgres]"),
+        ("nosuch://x", "Schemes available here"),
+    ],
 )
 def test_unknown_scheme_names_what_to_install(url, hint):
     if url.split(":")[0].split("+")[0] in storage_schemes():
@@ -102,8 +105,10 @@ trace_fields = st.fixed_dictionaries(
         "output": st.text() | st.none(),
         "model": st.text(max_size=10) | st.none(),
         "latency_ms": st.floats(0, 1e6),
-        "tokens": st.integers(0, 10**6) | st.fixed_dictionaries(
-            {"prompt": st.integers(0, 99), "completion": st.integers(0, 99), "total": st.integers(0, 200)}),
+        "tokens": st.integers(0, 10**6)
+        | st.fixed_dictionaries(
+            {"prompt": st.integers(0, 99), "completion": st.integers(0, 99), "total": st.integers(0, 200)}
+        ),
         "metadata": st.dictionaries(st.text(max_size=5), st.integers() | st.text(max_size=5), max_size=3),
         "parent_trace_id": st.text(max_size=8) | st.none(),
         "cost": st.floats(0, 10) | st.none(),

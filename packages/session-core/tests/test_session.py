@@ -242,7 +242,9 @@ class TestRecordTrace:
 
     def test_fields_filled_and_trace_metadata_wins(self):
         with ContextVarSession("rec", a=1, b=1) as s:
-            t = record_trace(name="call", model="m", tokens={"prompt": 1, "completion": 2, "total": 3}, metadata={"b": 2})
+            t = record_trace(
+                name="call", model="m", tokens={"prompt": 1, "completion": 2, "total": 3}, metadata={"b": 2}
+            )
         assert t is not None and t.session_name == "rec" and t.metadata == {"a": 1, "b": 2}
         assert s.llm_calls == [t]
 

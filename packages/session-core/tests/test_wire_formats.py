@@ -38,7 +38,9 @@ json_scalars = st.one_of(
     st.none(), st.booleans(), st.integers(-(2**53), 2**53), st.floats(allow_nan=False, allow_infinity=False), st.text()
 )
 json_values = st.recursive(
-    json_scalars, lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(), inner, max_size=3), max_leaves=6
+    json_scalars,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(), inner, max_size=3),
+    max_leaves=6,
 )
 uids = st.text(alphabet=string.hexdigits.lower() + "_-", min_size=1, max_size=32)
 contexts = st.builds(
@@ -98,10 +100,33 @@ class TestBaggage:
         decode_baggage(header)  # returns a context or None, never raises
 
     @settings(max_examples=1000)
-    @given(st.lists(st.sampled_from(["session.v=1", "session.name=x", "session.uids=ab.cd", "session.m.k=1",
-                                     "session.m.k=%zz", "session.m.j={", "session.uids=!", ",", ";p=1", "=",
-                                     "session.sig=x", "session.ts=a", "other=1", " ", "%", "session.ref=1",
-                                     "session.v=2", "session.name=%FF"]), max_size=10))
+    @given(
+        st.lists(
+            st.sampled_from(
+                [
+                    "session.v=1",
+                    "session.name=x",
+                    "session.uids=ab.cd",
+                    "session.m.k=1",
+                    "session.m.k=%zz",
+                    "session.m.j={",
+                    "session.uids=!",
+                    ",",
+                    ";p=1",
+                    "=",
+                    "session.sig=x",
+                    "session.ts=a",
+                    "other=1",
+                    " ",
+                    "%",
+                    "session.ref=1",
+                    "session.v=2",
+                    "session.name=%FF",
+                ]
+            ),
+            max_size=10,
+        )
+    )
     def test_adversarial_member_soup_is_total(self, members):
         header = ",".join(members)
         result = decode_baggage(header)
@@ -196,8 +221,12 @@ class TestSigning:
         replayed = encode_baggage(other).split(",")
         sig_members = [m for m in good.split(",") if m.startswith(("session.sig", "session.ts"))]
         replayed = ",".join([m for m in replayed if not m.startswith("session.sig")] + sig_members)
-        for header, why in [(unsigned, "not signed"), (forged, "does not match"), (tampered, "does not match"),
-                            (replayed, "does not match")]:
+        for header, why in [
+            (unsigned, "not signed"),
+            (forged, "does not match"),
+            (tampered, "does not match"),
+            (replayed, "does not match"),
+        ]:
             assert decode_baggage(header, signing_key=self.KEY) is None
             with pytest.raises(SignatureError if False else InvalidSessionContext, match=why):
                 decode_baggage(header, signing_key=self.KEY, strict=True)
@@ -237,8 +266,13 @@ class TestSlug:
 
     @pytest.mark.parametrize(
         ("slug", "problem"),
-        [("v1.", "empty"), ("v1.!!", "base64url"), ("v1.bm90IGpzb24", "JSON"), ("v1.WzFd", "not an object"),
-         ("v1." + "A" * 7000, "limit")],
+        [
+            ("v1.", "empty"),
+            ("v1.!!", "base64url"),
+            ("v1.bm90IGpzb24", "JSON"),
+            ("v1.WzFd", "not an object"),
+            ("v1." + "A" * 7000, "limit"),
+        ],
     )
     def test_malformed_slugs(self, slug, problem):
         with pytest.raises(ValueError, match=problem):
@@ -262,8 +296,13 @@ class TestRouting:
         assert assemble_routing_metadata({"x": 1}) == {"x": 1}
         with ContextVarSession("route", task=3) as outer, ContextVarSession(arm="a") as inner:
             meta = assemble_routing_metadata({"extra": True})
-        assert meta == {"task": 3, "arm": "a", "session_name": "route", "session_uids": [outer.uid, inner.uid],
-                        "extra": True}
+        assert meta == {
+            "task": 3,
+            "arm": "a",
+            "session_name": "route",
+            "session_uids": [outer.uid, inner.uid],
+            "extra": True,
+        }
         ctx = context_from_routing_metadata(json.loads(json.dumps(meta)))
         assert ctx["uid_chain"] == [outer.uid, inner.uid] and ctx["metadata"] == {"task": 3, "arm": "a", "extra": True}
         assert context_from_routing_metadata({"x": 1}) is None

@@ -27,8 +27,8 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import quote, unquote
 
-from session_core.context import CONTEXT_VERSION, json_safe, validate_context
-from session_core.errors import ContextTooLarge, InvalidSessionContext, UnserializableMetadata
+from session_core.context import CONTEXT_VERSION, MAX_METADATA_KEYS, MAX_NAME_LENGTH, _checked_metadata
+from session_core.errors import ContextTooLarge, InvalidSessionContext
 from session_core.signing import DEFAULT_MAX_AGE, resolve_signing_key, sign_context, verify_context
 from session_core.storage import ContextStore
 
@@ -80,9 +80,11 @@ def _json_value(value: Any) -> str:
 
 
 def _parse_json_value(text: str) -> Any:
-    if len(text) >= 2 and text[0] == '"' and text[-1] == '"' and "\\" not in text and '"' not in text[1:-1]:
-        return text[1:-1]
-    if _INT.fullmatch(text):
+    first = text[:1]
+    if first == '"':
+        if len(text) >= 2 and text[-1] == '"' and "\\" not in text and '"' not in text[1:-1]:
+            return text[1:-1]
+    elif (first.isdigit() or first == "-") and _INT.fullmatch(text):
         return int(text)
     return json.loads(text)
 
@@ -208,7 +210,10 @@ def _from_items(
             raise _Refused("'session.ts' is missing or not an integer")
         ctx["ts"] = int(ts)
         ctx["sig"] = str(sig)
-    ctx = validate_context(ctx)
+    if len(name) > MAX_NAME_LENGTH:
+        raise _Refused(f"'session.name' is over the limit of {MAX_NAME_LENGTH} characters")
+    if len(metadata) > MAX_METADATA_KEYS:
+        raise _Refused(f"{len(metadata)} metadata members, over the limit of {MAX_METADATA_KEYS}")
     if key is not None:
         try:
             verify_context(ctx, key, max_age=max_age)
@@ -264,7 +269,53 @@ def strip_session_members(header: str | None) -> str:
 
 
 def _encode_items(items: Mapping[str, str]) -> list[str]:
-    return [f"{_enc_key(k)}={_enc_value(v)}" for k, v in items.items()]
+    plain = _PLAIN_VALUE.fullmatch
+    out = []
+    for k, v in items.items():
+        if plain(v) is None:
+            # a JSON string of plain characters: only its quotes need escaping (the common metadata case)
+            v = (
+                f"%22{v[1:-1]}%22"
+                if len(v) >= 2 and v[0] == '"' == v[-1] and plain(v, 1, len(v) - 1)
+                else _enc_value(v)
+            )
+        out.append(f"{_enc_key(k)}={v}")
+    return out
+
+
+_key_cache: dict[str, str] = {}
+
+
+def _meta_key(key: str) -> str:
+    encoded = _key_cache.get(key)
+    if encoded is None:
+        encoded = _enc_key(META_PREFIX + key)
+        if len(_key_cache) < 4096:
+            _key_cache[key] = encoded
+    return encoded
+
+
+def _encode_context(ctx: Mapping[str, Any]) -> list[str]:
+    """Header members of `ctx`: `_encode_items(context_to_baggage_items(ctx))`, with fast paths."""
+    plain = _PLAIN_VALUE.fullmatch
+    name = ctx["name"]
+    members = [
+        "session.v=" + WIRE_VERSION,
+        "session.name=" + (name if plain(name) else _enc_value(_name_value(name))),
+        "session.uids=" + ".".join(ctx["uid_chain"]),
+    ]
+    for key, value in ctx.get("metadata", {}).items():
+        t = type(value)
+        if t is str and plain(value):
+            members.append(f"{_meta_key(key)}=%22{value}%22")
+        elif t is int:
+            members.append(f"{_meta_key(key)}={value}")
+        else:
+            members.append(f"{_meta_key(key)}={_enc_value(_json_value(value))}")
+    if "sig" in ctx:
+        members.append(f"session.ts={ctx['ts']}")
+        members.append(f"session.sig={_enc_value(ctx['sig'])}")
+    return members
 
 
 def encode_baggage(
@@ -282,15 +333,12 @@ def encode_baggage(
     if "sig" in ctx or "ts" in ctx:
         ctx = {k: v for k, v in ctx.items() if k not in ("sig", "ts")}
     key = resolve_signing_key(signing_key)
-    try:
-        metadata = json_safe(ctx.get("metadata", {}))
-    except UnserializableMetadata as exc:
-        raise InvalidSessionContext(str(exc)) from exc
+    metadata = _checked_metadata(ctx.get("metadata", {}))
     ctx = {**ctx, "metadata": metadata}
     if key is not None:
         ctx = sign_context(dict(ctx), key)
     others = strip_session_members(existing)
-    members = _encode_items(context_to_baggage_items(ctx))
+    members = _encode_context(ctx)
     size = _header_size(others, members)
     if size > MAX_HEADER_BYTES or len(members) + _count(others) > MAX_MEMBERS or _too_long(members):
         if storage is None or not isinstance(storage, ContextStore) or getattr(storage, "url", None) is None:
@@ -305,7 +353,7 @@ def encode_baggage(
 
 
 def _len(member: str) -> int:
-    return len(member.encode())
+    return len(member)  # encoded members are ASCII: characters are bytes
 
 
 def _too_long(members: list[str]) -> bool:
@@ -373,9 +421,17 @@ def _header_items(header: str | bytes | None) -> dict[str, str] | None:
             continue
         if len(member) > MAX_MEMBER_BYTES:
             raise _Refused(f"member {key[:64]!r} is over the limit of {MAX_MEMBER_BYTES} bytes")
-        if not _ENCODED_VALUE.fullmatch(raw_value):
+        n = len(raw_value)
+        if (
+            n >= 6
+            and raw_value[:3] == "%22"
+            and raw_value[-3:] == "%22"
+            and _PLAIN_VALUE.fullmatch(raw_value, 3, n - 3)
+        ):
+            value = f'"{raw_value[3:-3]}"'  # fast path: a JSON string of plain characters
+        elif not _ENCODED_VALUE.fullmatch(raw_value):
             raise _Refused(f"member {key[:64]!r} has a malformed value (bad percent-encoding or characters)")
-        if "%" in raw_value or "+" in raw_value:
+        elif "%" in raw_value or "+" in raw_value:
             # OTel writes a space as '+'; our encoder never emits a raw '+', so both read alike.
             try:
                 value = unquote(raw_value.replace("+", " "), errors="strict")

@@ -43,8 +43,8 @@ AMBIENT_GROUP = "session_core.ambient"
 # Which distribution provides a scheme or backend, for the error message when it is missing.
 _PROVIDERS = {
     "sqlite": "session-storage-sql",
-    "postgresql": 'session-storage-sql[postgres]',
-    "postgres": 'session-storage-sql[postgres]',
+    "postgresql": "session-storage-sql[postgres]",
+    "postgres": "session-storage-sql[postgres]",
     "otel": "session-otel",
 }
 

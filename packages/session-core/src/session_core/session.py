@@ -277,8 +277,7 @@ class BaseSession:
 
     def __repr__(self) -> str:
         return (
-            f"{type(self).__name__}(name={self.name!r}, uid={self.uid!r}, depth={self.depth}, "
-            f"storage={self.storage!r})"
+            f"{type(self).__name__}(name={self.name!r}, uid={self.uid!r}, depth={self.depth}, storage={self.storage!r})"
         )
 
 

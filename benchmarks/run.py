@@ -1,0 +1,81 @@
+"""Run every ``benchmarks/bench_*.py`` and report figures, floors, ratios and targets.
+
+Usage: ``python benchmarks/run.py [--quick] [--only AREA ...] [--output bench-results/report.md]``.
+Exit status is 0 even when a target is missed: a benchmark reports, it does not gate (the report says FAIL).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import platform
+import sys
+import traceback
+from datetime import datetime, timezone
+from pathlib import Path
+
+HERE = Path(__file__).parent
+sys.path.insert(0, str(HERE))
+
+from _harness import Result  # noqa: E402
+
+
+def _fmt(x: float | None) -> str:
+    if x is None:
+        return "—"
+    return f"{x:,.0f}" if abs(x) >= 1000 else f"{x:.3g}" if abs(x) < 10 else f"{x:.1f}"
+
+
+def table(results: list[Result]) -> str:
+    lines = [
+        "| area | operation | figure | floor | ratio | target | result |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in results:
+        floor = f"{_fmt(r.floor)} {r.unit} ({r.floor_name})" if r.floor is not None else "—"
+        ratio = f"{r.ratio:.2f}x" if r.ratio is not None else "—"
+        lines.append(
+            f"| {r.area} | {r.operation} | {_fmt(r.figure)} {r.unit} | {floor} | {ratio} | {r.target} | "
+            f"{'pass' if r.passed else 'FAIL'} |"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="tiny sizes: a smoke test of the benchmarks")
+    parser.add_argument("--only", nargs="*", help="areas to run (core, storage_sql, otel, http, ray)")
+    parser.add_argument("--output", default="bench-results/report.md")
+    args = parser.parse_args(argv)
+    modules = sorted(p.stem for p in HERE.glob("bench_*.py"))
+    if args.only:
+        modules = [m for m in modules if m.removeprefix("bench_") in args.only]
+    results: list[Result] = []
+    broken = []
+    for name in modules:
+        print(f"running {name} ...", flush=True)
+        try:
+            results += importlib.import_module(name).run(args.quick)
+        except Exception:  # one broken benchmark must not hide the others' figures
+            broken.append(name)
+            traceback.print_exc()
+    report = table(results)
+    machine = (
+        f"{platform.python_implementation()} {platform.python_version()} on {platform.machine()}, "
+        f"{platform.system()} {platform.release()}"
+    )
+    header = (
+        f"Benchmarks run {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC{' (quick)' if args.quick else ''}; {machine}."
+    )
+    out = Path(args.output)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(f"{header}\n\n{report}\n")
+    print(f"\n{header}\n\n{report}\n\nwritten to {out}")
+    if broken:
+        print(f"benchmarks that raised: {', '.join(broken)}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
