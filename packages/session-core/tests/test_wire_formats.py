@@ -308,3 +308,35 @@ class TestRouting:
         assert context_from_routing_metadata({"x": 1}) is None
         with pytest.raises(InvalidSessionContext):
             context_from_routing_metadata({"session_uids": "nope", "session_name": "x"})
+
+
+anything = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text() | st.binary(),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner, max_size=4),
+    max_leaves=12,
+)
+context_like = st.fixed_dictionaries(
+    {},
+    optional={
+        "v": anything,
+        "name": anything,
+        "uid_chain": anything | st.lists(uids),
+        "metadata": anything,
+        "storage_url": anything,
+        "backend": anything,
+        "otel": anything,
+        "ts": anything,
+        "sig": anything,
+    },
+)
+
+
+@settings(max_examples=1500)
+@given(context_like | anything)
+def test_validate_context_raises_only_invalid_session_context(ctx):
+    try:
+        valid = validate_context(ctx)
+    except InvalidSessionContext:
+        return
+    assert validate_context(valid) == valid
+    json.dumps(valid)
