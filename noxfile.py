@@ -264,7 +264,7 @@ def _version_of(pkg: Package) -> str:
 
 @nox.session(python=DEFAULT)
 def bench(session: nox.Session) -> None:
-    """Every package's benchmarks in one run; prints ratios and writes bench-results/report.md."""
+    """Every package's benchmarks in one run; prints ratios and writes docs/benchmark-report.md."""
     _install_everything(session)
     session.run("python", "benchmarks/run.py", *session.posargs)
 
@@ -274,3 +274,10 @@ def demo(session: nox.Session) -> None:
     """The main job: the demo in docs/examples (see README)."""
     _install_everything(session)
     session.run("python", "docs/examples/demo.py", *session.posargs)
+
+
+@nox.session(python=DEFAULT)
+def docs(session: nox.Session) -> None:
+    """Build the MkDocs site with --strict (broken links and missing snippets fail)."""
+    session.install("mkdocs>=1.6", "mkdocs-material>=9.5", "pymdown-extensions>=10")
+    session.run("mkdocs", "build", "--strict", "--site-dir", "site")

@@ -1,6 +1,6 @@
 """Run every ``benchmarks/bench_*.py`` and report figures, floors, ratios and targets.
 
-Usage: ``python benchmarks/run.py [--quick] [--only AREA ...] [--output bench-results/report.md]``.
+Usage: ``python benchmarks/run.py [--quick] [--only AREA ...] [--output docs/benchmark-report.md]``.
 Exit status is 0 even when a target is missed: a benchmark reports, it does not gate (the report says FAIL).
 """
 
@@ -45,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="tiny sizes: a smoke test of the benchmarks")
     parser.add_argument("--only", nargs="*", help="areas to run (core, storage_sql, otel, http, ray)")
-    parser.add_argument("--output", default="bench-results/report.md")
+    parser.add_argument("--output", default="docs/benchmark-report.md")
     args = parser.parse_args(argv)
     modules = sorted(p.stem for p in HERE.glob("bench_*.py"))
     if args.only:
