@@ -16,8 +16,8 @@ logger = logging.getLogger(__name__)
 _warned: set[str] = set()
 
 
-def restore_session(ctx: Mapping[str, Any], storage: Any = None, *, backend: str | None = None) -> Any:
-    """A not-yet-entered child session continuing `ctx`.
+def restore_session(ctx: Mapping[str, Any], storage: Any = None, *, backend: str | None = None, **metadata: Any) -> Any:
+    """A not-yet-entered child session continuing `ctx`, with `metadata` as the child's own.
 
     The class is the one registered for `backend` (default: the context's ``"backend"`` field), e.g. an
     `OTelSession` when session-otel is installed, found through the ``session_core.backends`` entry points;
@@ -37,4 +37,4 @@ def restore_session(ctx: Mapping[str, Any], storage: Any = None, *, backend: str
                 "ContextVarSession (same uid chain and metadata)",
                 name,
             )
-    return cls.from_context(valid, storage=storage)
+    return cls.from_context(valid, storage=storage, **metadata)

@@ -199,6 +199,11 @@ class BaseSession:
         return getattr(self.storage, "url", None)
 
     @property
+    def origin_context(self) -> dict[str, Any] | None:
+        """The validated context this session was restored from (its parent's, sent from elsewhere), or None."""
+        return self._ctx
+
+    @property
     def parent(self) -> Any:
         """The enclosing session object in this process (None for a root or a restored context)."""
         return self._parent
