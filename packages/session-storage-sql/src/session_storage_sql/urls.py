@@ -1,0 +1,138 @@
+"""Storage URLs: defaults, normalization, and credentials that never travel.
+
+A storage URL crosses process boundaries inside context dicts, so the one a storage reports (`public_url`)
+never holds a password. The receiving side supplies credentials itself: `fill_credentials` takes them from
+``$SESSION_STORAGE_URL`` when that names the same server and database; otherwise psycopg/libpq reads
+``PGPASSWORD`` or ``~/.pgpass`` as usual.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError
+
+from session_core import redact_url
+from session_storage_sql.errors import InvalidStorageURL
+
+__all__ = [
+    "DEFAULT_SQLITE_FILE",
+    "STORAGE_URL_ENV",
+    "StorageURL",
+    "default_url",
+    "fill_credentials",
+    "parse_storage_url",
+    "public_url",
+    "sqlite_url",
+]
+
+STORAGE_URL_ENV = "SESSION_STORAGE_URL"
+DEFAULT_SQLITE_FILE = "sessions.db"
+
+_PG_DRIVERS = {"postgres": "postgresql+psycopg", "postgresql": "postgresql+psycopg"}
+_SECRET_QUERY_KEYS = frozenset({"password", "sslpassword"})
+_MEMORY = ("", ":memory:")
+
+
+@dataclass(frozen=True)
+class StorageURL:
+    """A parsed storage URL: what the engine connects with, and what may be shown or sent elsewhere."""
+
+    engine_url: URL
+    public: str | None  # None for an in-memory SQLite database: no other process can open it
+    dialect: str  # "sqlite" or "postgresql"
+
+    @property
+    def is_memory(self) -> bool:
+        return self.public is None
+
+
+def sqlite_url(path: str | os.PathLike[str]) -> str:
+    """The ``sqlite:///`` URL of a file, made absolute so a process with another working directory opens it too."""
+    return "sqlite:///" + Path(path).expanduser().absolute().as_posix()
+
+
+def default_url() -> str:
+    """``$SESSION_STORAGE_URL`` when set, else ``sessions.db`` in the working directory."""
+    return os.environ.get(STORAGE_URL_ENV) or sqlite_url(DEFAULT_SQLITE_FILE)
+
+
+def public_url(url: URL) -> str:
+    """`url` rendered without its password or any password-like query parameter."""
+    query = {k: v for k, v in url.query.items() if k.lower() not in _SECRET_QUERY_KEYS}
+    # URL.set(password=None) would keep the password: None means "unchanged" there.
+    bare = url._replace(password=None).set(query=query)
+    return redact_url(bare.render_as_string(hide_password=False))
+
+
+def parse_storage_url(url: str | URL) -> StorageURL:
+    """Normalize a ``sqlite`` or ``postgresql`` URL; raise `InvalidStorageURL` for anything else.
+
+    ``postgresql://`` and ``postgres://`` use psycopg 3 (``postgresql+psycopg://``). A relative SQLite path is
+    made absolute against the working directory.
+    """
+    try:
+        parsed = make_url(url)
+    except (ArgumentError, ValueError) as exc:
+        shown = public_url(url) if isinstance(url, URL) else _scrub(str(url))
+        raise InvalidStorageURL(f"cannot parse storage URL {shown!r}: {exc}") from None
+    backend = parsed.get_backend_name()
+    if backend == "sqlite":
+        database = parsed.database or ""
+        if database in _MEMORY or database.startswith("file::memory:"):
+            return StorageURL(parsed.set(database=":memory:"), None, "sqlite")
+        if not database.startswith("file:"):
+            database = Path(database).expanduser().absolute().as_posix()
+        engine_url = parsed.set(database=database)
+        return StorageURL(engine_url, public_url(engine_url), "sqlite")
+    if backend in _PG_DRIVERS:
+        drivername = _PG_DRIVERS.get(parsed.drivername, parsed.drivername)
+        engine_url = parsed.set(drivername=drivername)
+        return StorageURL(engine_url, public_url(engine_url), "postgresql")
+    raise InvalidStorageURL(
+        f"session-storage-sql stores sessions in SQLite or PostgreSQL, not {backend!r} "
+        f"({public_url(parsed)}); use sqlite:///path/to/sessions.db or postgresql://user@host/db"
+    )
+
+
+def fill_credentials(url: URL, environ: Mapping[str, str] | None = None) -> URL:
+    """`url` with the user and password of ``$SESSION_STORAGE_URL`` when that names the same server and database.
+
+    Only a PostgreSQL URL without a password is filled, and only from a URL whose host, port and database match
+    exactly (and whose user matches, when `url` names one). Otherwise `url` is returned unchanged and libpq
+    looks for ``PGPASSWORD`` / ``~/.pgpass`` itself.
+    """
+    if url.get_backend_name() != "postgresql" or url.password is not None or "password" in url.query:
+        return url
+    env = (os.environ if environ is None else environ).get(STORAGE_URL_ENV)
+    if not env:
+        return url
+    try:
+        source = make_url(env)
+    except (ArgumentError, ValueError):
+        return url
+    if source.get_backend_name() not in _PG_DRIVERS or source.password is None:
+        return url
+    same = (
+        (source.host or "").lower() == (url.host or "").lower()
+        and (source.port or 5432) == (url.port or 5432)
+        and source.database == url.database
+        and (url.username is None or url.username == source.username)
+    )
+    if not same:
+        return url
+    return url.set(username=source.username, password=source.password)
+
+
+def _scrub(text: str) -> str:
+    """A URL that failed to parse, with anything between ``:`` and ``@`` in its authority hidden."""
+    scheme, sep, rest = text.partition("://")
+    if not sep or "@" not in rest.split("/", 1)[0]:
+        return text
+    auth, _, host = rest.partition("@")
+    user = auth.split(":", 1)[0]
+    return f"{scheme}://{user}:***@{host}"

@@ -1,0 +1,133 @@
+"""Schema versions, unusable databases, locks and retries: errors are StorageErrors that name the cause."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from pathlib import Path
+
+import pytest
+
+from session_core import StorageError, Trace
+from session_storage_sql import SCHEMA_VERSION, RetryPolicy, SchemaVersionError, SqliteSessionStorage, SqlSessionStorage
+
+FAST = RetryPolicy(attempts=3, initial_delay=0.01, max_delay=0.02)
+
+
+def test_schema_version_is_recorded(tmp_path: Path) -> None:
+    path = tmp_path / "v.db"
+    storage = SqliteSessionStorage(path)
+    assert storage.schema_version == SCHEMA_VERSION == 1
+    with sqlite3.connect(path) as raw:
+        rows = raw.execute("SELECT key, value FROM session_storage_meta").fetchall()
+        tables = {r[0] for r in raw.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    assert rows == [("schema_version", "1")]
+    assert {"sessions", "traces", "trace_sessions", "session_storage_meta"} <= tables
+    storage.add_trace(["r"], "n", Trace(name="fine"))
+
+
+def test_newer_schema_version_refuses_with_a_clear_error(tmp_path: Path) -> None:
+    path = tmp_path / "future.db"
+    SqliteSessionStorage(path).add_trace(["r"], "n", Trace(name="old"))
+    with sqlite3.connect(path) as raw:
+        raw.execute("UPDATE session_storage_meta SET value = '99' WHERE key = 'schema_version'")
+    newer = SqliteSessionStorage(path)
+    with pytest.raises(SchemaVersionError) as info:
+        newer.add_trace(["r"], "n", Trace(name="refused"))
+    assert isinstance(info.value, StorageError)
+    message = str(info.value)
+    assert "schema version 99" in message and "version 1" in message and "pip install -U session-storage-sql" in message
+    with pytest.raises(SchemaVersionError):
+        newer.get_traces("r")
+    assert info.value.found == 99
+
+
+def test_newer_schema_version_on_postgresql(postgres_url: str) -> None:
+    storage = SqlSessionStorage(postgres_url)
+    storage.add_trace(["r"], "n", Trace(name="old"))
+    with storage.engine.begin() as conn:
+        from sqlalchemy import text
+
+        conn.execute(text("UPDATE session_storage_meta SET value = '2' WHERE key = 'schema_version'"))
+    storage.close()
+    with pytest.raises(SchemaVersionError, match="schema version 2"):
+        SqlSessionStorage(postgres_url).get_traces("r")
+
+
+def test_a_file_that_is_not_a_database(tmp_path: Path) -> None:
+    path = tmp_path / "garbage.db"
+    path.write_bytes(b"this is not a SQLite database, just some bytes" * 100)
+    storage = SqliteSessionStorage(path, retry=FAST)
+    with pytest.raises(StorageError, match="not a database") as info:
+        storage.add_trace(["r"], "n", Trace(name="x"))
+    assert str(path) in str(info.value)
+
+
+def test_an_unreachable_directory(tmp_path: Path) -> None:
+    storage = SqliteSessionStorage(tmp_path / "no" / "such" / "dir" / "x.db", retry=FAST)
+    with pytest.raises(StorageError, match="unable to open database file"):
+        storage.get_traces("r")
+
+
+def test_a_lock_held_past_every_retry_gives_storage_error(tmp_path: Path) -> None:
+    path = tmp_path / "locked.db"
+    storage = SqliteSessionStorage(path, busy_timeout=0.05, retry=FAST)
+    storage.add_trace(["r"], "n", Trace(name="before"))
+    blocker = sqlite3.connect(path, isolation_level=None)
+    blocker.execute("BEGIN EXCLUSIVE")
+    try:
+        with pytest.raises(StorageError) as info:
+            storage.add_trace(["r"], "n", Trace(name="blocked"))
+    finally:
+        blocker.execute("ROLLBACK")
+        blocker.close()
+    message = str(info.value)
+    assert "database is locked" in message and "after 3 attempts" in message and "busy_timeout" in message
+    assert isinstance(info.value.__cause__, Exception)
+    storage.add_trace(["r"], "n", Trace(name="after"))  # the lock is gone: writing works again
+    assert [t.name for t in storage.get_traces("r")] == ["before", "after"]
+
+
+def test_a_lock_released_during_the_retries_is_ridden_out(tmp_path: Path) -> None:
+    path = tmp_path / "briefly-locked.db"
+    storage = SqliteSessionStorage(
+        path, busy_timeout=0.02, retry=RetryPolicy(attempts=200, initial_delay=0.005, max_delay=0.05)
+    )
+    storage.add_trace(["r"], "n", Trace(name="before"))
+    blocker = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    blocker.execute("BEGIN EXCLUSIVE")
+    released = threading.Event()
+
+    def release_soon() -> None:
+        released.wait(0.3)
+        blocker.execute("ROLLBACK")
+        blocker.close()
+
+    thread = threading.Thread(target=release_soon)
+    thread.start()
+    try:
+        storage.add_trace(["r"], "n", Trace(name="waited for the lock"))
+    finally:
+        released.set()
+        thread.join()
+    assert [t.name for t in storage.get_traces("r")] == ["before", "waited for the lock"]
+
+
+def test_an_unreachable_postgresql_server_gives_storage_error() -> None:
+    pytest.importorskip("psycopg")
+    storage = SqlSessionStorage(
+        "postgresql://nobody@127.0.0.1:9/none?connect_timeout=1", retry=RetryPolicy(attempts=2, initial_delay=0.01)
+    )
+    with pytest.raises(StorageError) as info:
+        storage.get_traces("r")
+    assert "OperationalError" in str(info.value) and "after 2 attempts" in str(info.value)
+    assert "127.0.0.1" in str(info.value)
+
+
+def test_retry_policy_validates() -> None:
+    with pytest.raises(ValueError, match="attempts"):
+        RetryPolicy(attempts=0)
+    with pytest.raises(ValueError, match="negative"):
+        RetryPolicy(initial_delay=-1)
+    policy = RetryPolicy(initial_delay=0.1, max_delay=0.4)
+    assert all(0.05 <= policy.delay(n) <= 0.6 for n in range(1, 10))

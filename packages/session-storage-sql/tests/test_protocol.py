@@ -1,0 +1,321 @@
+"""The SessionStorage protocol, against a real SQLite file and (when configured) a real PostgreSQL schema."""
+
+from __future__ import annotations
+
+import asyncio
+import pickle
+import sqlite3
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from session_core import (
+    ContextStore,
+    ContextVarSession,
+    InMemoryStorage,
+    SessionStorage,
+    Trace,
+    open_storage,
+    record_trace,
+)
+from session_storage_sql import SqliteSessionStorage, SqlSessionStorage
+
+
+def ids(traces: list[Trace]) -> list[str]:
+    return [t.trace_id for t in traces]
+
+
+def test_satisfies_the_core_protocols(storage: Any) -> None:
+    assert isinstance(storage, SessionStorage)
+    assert isinstance(storage, ContextStore)
+    assert storage.url is not None and "://" in storage.url
+
+
+def test_traces_visible_from_every_uid_of_the_chain_oldest_first(storage: Any) -> None:
+    t1 = Trace(name="first", timestamp=100.0, input={"q": "hi"}, tokens={"prompt": 3, "completion": 5, "total": 8})
+    t2 = Trace(name="second", timestamp=50.0, output=["a", 1, None], metadata={"k": 1})
+    storage.add_trace(["root", "child"], "child-name", t1)
+    storage.add_trace(["root", "child", "leaf"], "leaf-name", t2)
+    assert ids(storage.get_traces("root")) == [t2.trace_id, t1.trace_id]  # by timestamp, not insertion
+    assert ids(storage.get_traces("child")) == [t2.trace_id, t1.trace_id]
+    assert ids(storage.get_traces("leaf")) == [t2.trace_id]
+    assert storage.get_traces("nobody") == []
+    back = storage.get_traces("leaf")[0]
+    assert back == t2
+    assert back.session_name == "leaf-name"  # filled in on add, like InMemoryStorage
+    assert storage.get_traces("root")[1] == t1
+
+
+def test_equal_timestamps_keep_the_order_added(storage: Any) -> None:
+    traces = [Trace(name=str(i), timestamp=1.0) for i in range(30)]
+    for trace in traces[:10]:
+        storage.add_trace(["r"], "n", trace)
+    storage.add_traces(["r"], "n", traces[10:])
+    assert [t.name for t in storage.get_traces("r")] == [str(i) for i in range(30)]
+
+
+def test_session_name_filter(storage: Any) -> None:
+    storage.add_trace(["r", "a"], "alpha", Trace(name="x"))
+    storage.add_trace(["r", "b"], "beta", Trace(name="y"))
+    storage.add_trace(["r", "b"], "beta", Trace(name="z", session_name="explicit"))
+    assert [t.name for t in storage.get_traces("r", "beta")] == ["y"]
+    assert [t.name for t in storage.get_traces("r", "explicit")] == ["z"]
+    assert [t.name for t in storage.get_traces("r")] == ["x", "y", "z"]
+
+
+def test_idempotent_by_trace_id(storage: Any) -> None:
+    trace = Trace(name="once")
+    for _ in range(3):  # a retried write, or the same trace recorded twice
+        storage.add_trace(["r", "c"], "n", trace)
+    batch = [Trace(name=str(i)) for i in range(20)]
+    storage.add_traces(["r", "c"], "n", batch)
+    storage.add_traces(["r", "c"], "n", batch + batch[:5])  # the whole batch again, with duplicates inside
+    assert len(storage.get_traces("r")) == 21
+    assert len(storage.get_traces("c")) == 21
+    assert len(storage) == 21
+
+
+def test_readding_under_another_chain_links_without_duplicating(storage: Any) -> None:
+    trace = Trace(name="shared", timestamp=5.0)
+    storage.add_trace(["r1"], "one", trace)
+    storage.add_trace(["r2", "x"], "two", Trace(trace_id=trace.trace_id, name="ignored", timestamp=9.0))
+    storage.add_trace(["r2", "x"], "two", trace)
+    assert ids(storage.get_traces("r1")) == [trace.trace_id]
+    assert ids(storage.get_traces("r2")) == [trace.trace_id]  # linked once, the first stored version wins
+    assert storage.get_traces("x")[0].name == "shared"
+
+
+def test_clear_removes_traces_from_every_session_that_saw_them(storage: Any) -> None:
+    keep = Trace(name="keep")
+    storage.add_trace(["r"], "root", keep)
+    storage.add_trace(["r", "c"], "child", Trace(name="gone"))
+    storage.add_trace(["r", "c", "g"], "grandchild", Trace(name="gone too"))
+    storage.clear("c")
+    assert [t.name for t in storage.get_traces("r")] == ["keep"]
+    assert storage.get_traces("c") == [] and storage.get_traces("g") == []
+    storage.add_trace(["r", "c"], "child", Trace(name="a"))
+    storage.add_trace(["r", "c"], "other", Trace(name="b"))
+    storage.clear("r", "other")
+    assert [t.name for t in storage.get_traces("r")] == ["keep", "a"]
+    assert len(storage) == 2
+
+
+def test_same_behaviour_as_in_memory_storage(storage: Any) -> None:
+    """The SQL storage and the core's InMemoryStorage agree on one scripted sequence of operations."""
+    memory = InMemoryStorage()
+    script: list[tuple[str, Any]] = []
+    for i in range(12):
+        chain = ["root", f"c{i % 3}"] + ([f"g{i % 2}"] if i % 4 == 0 else [])
+        script.append(("add", (chain, f"n{i % 2}", Trace(name=f"t{i}", timestamp=float(i)))))
+    script.append(("clear", ("c1", None)))
+    script.append(("clear", ("root", "n0")))
+    for op, args in script:
+        for target in (memory, storage):
+            if op == "add":
+                chain, name, trace = args
+                target.add_trace(chain, name, Trace.from_dict(trace.to_dict()))
+            else:
+                target.clear(*args)
+    for uid in ("root", "c0", "c1", "c2", "g0", "g1"):
+        for name in (None, "n0", "n1"):
+            assert ids(storage.get_traces(uid, name)) == ids(memory.get_traces(uid, name)), (uid, name)
+
+
+def test_sessions_record_into_sql_and_see_descendants(storage: Any) -> None:
+    with ContextVarSession("outer", storage=storage, run=1) as outer:
+        record_trace(name="outer call")
+        with ContextVarSession("inner", arm="b") as inner:
+            record_trace(name="inner call")
+    assert [t.name for t in outer.llm_calls] == ["outer call", "inner call"]
+    assert [t.name for t in inner.llm_calls] == ["inner call"]
+    assert inner.llm_calls[0].metadata == {"run": 1, "arm": "b"}
+    assert len(outer) == 2
+    outer.clear_calls()
+    assert outer.llm_calls == [] and inner.llm_calls == []
+
+
+def test_storage_url_travels_in_contexts_and_reopens_the_same_data(storage: Any) -> None:
+    with ContextVarSession("s", storage=storage) as s:
+        record_trace(name="here")
+        ctx = s.to_context()
+    assert ctx["storage_url"] == storage.url
+    other = open_storage(ctx["storage_url"])
+    assert isinstance(other, SqlSessionStorage)
+    assert [t.name for t in other.get_traces(s.uid)] == ["here"]
+    assert open_storage(ctx["storage_url"]) is other  # one storage per process and URL
+
+
+def test_pickles_by_url(storage: Any) -> None:
+    storage.add_trace(["p"], "n", Trace(name="pickled"))
+    clone = pickle.loads(pickle.dumps(storage))
+    try:
+        assert clone.url == storage.url
+        assert [t.name for t in clone.get_traces("p")] == ["pickled"]
+    finally:
+        clone.close()
+
+
+async def test_async_api(storage: Any) -> None:
+    trace = Trace(name="async")
+    await storage.async_add_trace(["a", "b"], "n", trace)
+    await storage.async_add_traces(["a", "b"], "n", [Trace(name=f"bulk{i}") for i in range(5)])
+    got = await storage.async_get_traces("a")
+    assert [t.name for t in got] == ["async", *[f"bulk{i}" for i in range(5)]]
+    assert ids(await storage.async_get_traces("b", "n")) == ids(got)
+
+
+async def test_async_calls_never_block_the_event_loop(tmp_path: Path) -> None:
+    from session_storage_sql import RetryPolicy
+
+    path = tmp_path / "locked.db"
+    storage = SqliteSessionStorage(path, busy_timeout=3.0, retry=RetryPolicy(attempts=1))
+    storage.add_trace(["r"], "n", Trace(name="schema ready"))
+    blocker = sqlite3.connect(path, isolation_level=None)
+    blocker.execute("BEGIN IMMEDIATE")  # hold the write lock: the add below must wait for it
+    task = asyncio.create_task(storage.async_add_trace(["r"], "n", Trace(name="waited")))
+    ticks = 0
+    for _ in range(10):
+        await asyncio.sleep(0.01)
+        ticks += 1
+    assert not task.done()  # still waiting for the lock, in a worker thread ...
+    assert ticks == 10  # ... while the loop kept running (a blocking call would have frozen it)
+    blocker.execute("ROLLBACK")
+    blocker.close()
+    await task
+    assert [t.name for t in storage.get_traces("r")] == ["schema ready", "waited"]
+
+
+def test_many_threads_share_one_storage(storage: Any) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    def work(i: int) -> None:
+        for j in range(20):
+            storage.add_trace(["root", f"t{i}"], f"thread{i}", Trace(trace_id=f"{i}-{j}", name="x"))
+
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(work, range(8)))
+    assert len(storage.get_traces("root")) == 160
+    assert len(storage.get_traces("t3")) == 20
+
+
+def test_in_memory_sqlite_is_shared_by_threads_but_not_addressable() -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    storage = SqliteSessionStorage(":memory:")
+    assert storage.url is None
+    assert "in_memory=True" in repr(SqlSessionStorage("sqlite://"))
+
+    def work(i: int) -> None:
+        storage.add_trace(["m"], "n", Trace(name=str(i)))
+
+    with ThreadPoolExecutor(4) as pool:
+        list(pool.map(work, range(40)))
+    assert len(storage.get_traces("m")) == 40
+    with pytest.raises(TypeError, match="cannot be pickled"):
+        pickle.dumps(storage)
+
+
+def test_sqlite_default_path_is_sessions_db_in_the_working_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    default = SqliteSessionStorage()
+    assert default.db_path == str(tmp_path / "sessions.db")
+    from_env_default = SqlSessionStorage()
+    assert from_env_default.url == f"sqlite:///{tmp_path / 'sessions.db'}"
+    default.add_trace(["d"], "n", Trace(name="on disk"))
+    assert (tmp_path / "sessions.db").exists()
+    assert [t.name for t in from_env_default.get_traces("d")] == ["on disk"]
+    monkeypatch.setenv("SESSION_STORAGE_URL", f"sqlite:///{tmp_path / 'from-env.db'}")
+    assert SqlSessionStorage().url == f"sqlite:///{tmp_path / 'from-env.db'}"
+    assert SqliteSessionStorage().db_path == str(tmp_path / "sessions.db")  # the shorthand ignores the env
+
+
+def test_relative_sqlite_urls_become_absolute(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    storage = SqlSessionStorage("sqlite:///rel/traces.db")
+    assert storage.url == f"sqlite:///{tmp_path / 'rel' / 'traces.db'}"
+    assert repr(SqliteSessionStorage("x.db")) == f"SqliteSessionStorage(db_path={str(tmp_path / 'x.db')!r})"
+
+
+def test_default_session_storage_comes_from_the_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    url = f"sqlite:///{tmp_path / 'env.db'}"
+    monkeypatch.setenv("SESSION_STORAGE_URL", url)
+    with ContextVarSession("from env") as s:
+        record_trace(name="stored via env")
+    assert isinstance(s.storage, SqlSessionStorage)
+    assert s.storage.url == url
+    assert [t.name for t in SqliteSessionStorage(tmp_path / "env.db").get_traces(s.uid)] == ["stored via env"]
+
+
+def test_unserializable_values_are_converted_not_lost(storage: Any) -> None:
+    import dataclasses
+    import datetime
+
+    @dataclasses.dataclass
+    class Message:
+        role: str
+        content: str
+
+    class Opaque:
+        def __repr__(self) -> str:
+            return "<opaque>"
+
+    trace = Trace(
+        name="odd values",
+        input=[Message("user", "hi")],
+        output={"when": datetime.date(2024, 5, 1), "tags": {"b"}, "raw": b"bytes", "obj": Opaque()},
+    )
+    storage.add_trace(["u"], "n", trace)
+    (back,) = storage.get_traces("u")
+    assert back.input == [{"role": "user", "content": "hi"}]
+    assert back.output == {"when": "2024-05-01", "tags": ["b"], "raw": "bytes", "obj": "<opaque>"}
+
+
+# -- hypothesis: any Trace of JSON values survives the database unchanged -----------------------------------
+_text = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"), max_size=20)
+_json = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**53), 2**53) | st.floats(allow_nan=False, allow_infinity=False) | _text,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(_text, inner, max_size=4),
+    max_leaves=12,
+)
+_traces = st.builds(
+    Trace,
+    name=_text,
+    session_name=st.none() | _text,
+    input=_json,
+    output=_json,
+    model=st.none() | _text,
+    latency_ms=st.none() | st.floats(0, 1e6),
+    tokens=_json,
+    metadata=st.dictionaries(_text, _json, max_size=4),
+    timestamp=st.floats(0, 4e9),
+    parent_trace_id=st.none() | _text,
+    cost=st.none() | st.floats(0, 1e3),
+    environment=st.none() | _text,
+    tools=_json,
+    contexts=_json,
+    tags=st.none() | st.lists(_text, max_size=3),
+)
+
+
+@pytest.fixture(scope="module")
+def hypothesis_storage(tmp_path_factory: pytest.TempPathFactory) -> SqliteSessionStorage:
+    return SqliteSessionStorage(tmp_path_factory.mktemp("hyp") / "roundtrip.db")
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(trace=_traces)
+def test_any_trace_round_trips(hypothesis_storage: SqliteSessionStorage, trace: Trace) -> None:
+    trace.trace_id = uuid.uuid4().hex  # examples replayed while shrinking must not collide
+    uid = uuid.uuid4().hex
+    expected = Trace.from_dict(trace.to_dict())
+    if expected.session_name is None:
+        expected.session_name = "hyp"
+    hypothesis_storage.add_trace(["hyp-root", uid], "hyp", trace)
+    (back,) = hypothesis_storage.get_traces(uid)
+    assert back == expected

@@ -1,0 +1,150 @@
+"""Session queries (get_session, list_sessions, session_tree) and contexts kept by reference."""
+
+from __future__ import annotations
+
+import datetime
+import time
+from typing import Any
+
+import pytest
+
+from session_core import (
+    ContextTooLarge,
+    ContextVarSession,
+    InvalidSessionContext,
+    Trace,
+    decode_baggage,
+    encode_baggage,
+    record_trace,
+)
+from session_storage_sql import SessionNode, SessionRecord
+
+
+def test_sessions_are_stored_with_name_metadata_and_place_in_the_tree(storage: Any) -> None:
+    with ContextVarSession("experiment", storage=storage, run=7, model="m1") as root:
+        with ContextVarSession("arm", arm="b", temperature=0.5) as arm:
+            record_trace(name="call")
+    record = storage.get_session(arm.uid)
+    assert isinstance(record, SessionRecord)
+    assert (record.uid, record.parent_uid, record.root_uid, record.depth) == (arm.uid, root.uid, root.uid, 2)
+    assert record.name == "arm"
+    assert record.metadata == {"run": 7, "model": "m1", "arm": "b", "temperature": 0.5}  # merged, types kept
+    parent = storage.get_session(root.uid)
+    assert parent.is_root and parent.name == "experiment" and parent.metadata == {"run": 7, "model": "m1"}
+    assert storage.get_session("no-such-uid") is None
+
+
+def test_an_ancestor_known_only_by_uid_has_no_name(storage: Any) -> None:
+    storage.add_trace(["far-root", "mid", "leaf"], "leaf-name", Trace(name="t"))
+    assert storage.get_session("leaf").name == "leaf-name"
+    root = storage.get_session("far-root")
+    assert (root.name, root.metadata, root.depth, root.parent_uid) == (None, None, 1, None)
+    assert storage.get_session("mid").parent_uid == "far-root"
+
+
+def test_list_sessions_filters(storage: Any) -> None:
+    made: dict[str, Any] = {}
+    with ContextVarSession("rollout", storage=storage, env="prod", step=1, flags={"a": [1, 2]}) as a:
+        record_trace(name="a")
+        with ContextVarSession("judge", verdict=True) as j:
+            record_trace(name="j")
+    middle = time.time()
+    with ContextVarSession("rollout", storage=storage, env="dev", step=2, score=1.5, note=None) as b:
+        record_trace(name="b")
+    made.update(a=a.uid, j=j.uid, b=b.uid)
+
+    def uids(**query: Any) -> list[str]:
+        return [r.uid for r in storage.list_sessions(**query)]
+
+    assert uids() == [made["a"], made["j"], made["b"]]  # oldest first
+    assert uids(name="rollout") == [made["a"], made["b"]]
+    assert uids(name="judge") == [made["j"]]
+    assert uids(metadata={"env": "prod"}) == [made["a"], made["j"]]  # the child inherits env
+    assert uids(metadata={"env": "prod", "verdict": True}) == [made["j"]]
+    assert uids(metadata={"step": 2}) == [made["b"]]
+    assert uids(metadata={"step": 2.0}) == [made["b"]]
+    assert uids(metadata={"verdict": 1}) == []  # JSON true is not the number 1
+    assert uids(metadata={"score": 1.5, "note": None}) == [made["b"]]
+    assert uids(metadata={"flags": {"a": [1, 2]}}) == [made["a"], made["j"]]
+    assert uids(metadata={"flags": {"a": [1]}}) == []  # equality, not containment
+    assert uids(metadata={"missing": None}) == []
+    assert uids(roots_only=True) == [made["a"], made["b"]]
+    assert uids(since=middle) == [made["b"]]
+    assert uids(until=middle) == [made["a"], made["j"]]
+    assert uids(since=datetime.datetime.fromtimestamp(middle)) == [made["b"]]
+    assert uids(limit=2) == [made["a"], made["j"]]
+    assert uids(metadata={"flags": {"a": [1, 2]}}, limit=1) == [made["a"]]
+    assert uids(limit=0) == []
+    with pytest.raises(ValueError, match="limit"):
+        storage.list_sessions(limit=-1)
+    with pytest.raises(TypeError, match="since"):
+        storage.list_sessions(since="yesterday")
+
+
+def test_session_tree_nests_sessions_with_trace_counts(storage: Any) -> None:
+    with ContextVarSession("root", storage=storage) as root:
+        record_trace(name="r1")
+        with ContextVarSession("a") as a:
+            record_trace(name="a1")
+            record_trace(name="a2")
+            with ContextVarSession("a-deep") as deep:
+                record_trace(name="d1")
+        with ContextVarSession("b") as b:
+            record_trace(name="b1")
+    tree = storage.session_tree(root.uid)
+    assert isinstance(tree, SessionNode)
+    assert (tree.name, tree.trace_count, tree.own_trace_count) == ("root", 5, 1)
+    assert [child.name for child in tree.children] == ["a", "b"]
+    node_a = tree.find(a.uid)
+    assert (node_a.trace_count, node_a.own_trace_count) == (3, 2)
+    assert [c.uid for c in node_a.children] == [deep.uid]
+    assert tree.find(b.uid).trace_count == 1
+    assert [n.name for n in tree.walk()] == ["root", "a", "a-deep", "b"]
+    assert len(tree) == 4
+    subtree = storage.session_tree(a.uid)
+    assert [n.name for n in subtree.walk()] == ["a", "a-deep"]
+    assert storage.session_tree("unknown") is None
+
+
+def test_a_tree_of_remote_children_counts_them(storage: Any) -> None:
+    # Three workers continued the root's chain elsewhere; only their traces reached this database.
+    for w in range(3):
+        storage.add_traces(["root", f"w{w}"], "worker", [Trace(name=f"w{w}-{i}") for i in range(w + 1)])
+    tree = storage.session_tree("root")
+    assert tree.trace_count == 6 and tree.own_trace_count == 0
+    assert sorted((c.uid, c.trace_count) for c in tree.children) == [("w0", 1), ("w1", 2), ("w2", 3)]
+
+
+def test_save_and_load_context(storage: Any) -> None:
+    with ContextVarSession("parent", storage=storage, user="u1") as parent:
+        with ContextVarSession("child", big="x" * 100) as child:
+            ctx = child.to_context()
+    storage.save_context(ctx)
+    assert storage.load_context(child.uid) == ctx
+    record = storage.get_session(child.uid)
+    assert record.metadata == {"user": "u1", "big": "x" * 100} and record.parent_uid == parent.uid
+    assert storage.load_context("unknown") is None
+    with pytest.raises(InvalidSessionContext):
+        storage.save_context({"name": "no chain"})
+
+
+def test_load_context_rebuilds_one_for_a_session_that_recorded_traces(storage: Any) -> None:
+    with ContextVarSession("recorded", storage=storage, k=1) as outer:
+        with ContextVarSession("inner") as inner:
+            record_trace(name="t")
+    ctx = storage.load_context(inner.uid)
+    assert ctx["name"] == "inner" and ctx["uid_chain"] == [outer.uid, inner.uid] and ctx["metadata"] == {"k": 1}
+    assert ctx["storage_url"] == storage.url
+
+
+def test_oversized_metadata_travels_by_reference_through_baggage(storage: Any) -> None:
+    big = {f"key{i}": "v" * 200 for i in range(60)}  # far over the 8 KB baggage header limit
+    with ContextVarSession("big", storage=storage, **big) as s:
+        ctx = s.to_context()
+        with pytest.raises(ContextTooLarge):
+            encode_baggage(ctx)  # no storage: cannot go by reference
+        header = encode_baggage(ctx, storage=storage)
+    assert len(header) < 1000 and "session.ref=1" in header
+    restored = decode_baggage(header, storage=storage, strict=True)
+    assert restored is not None
+    assert restored["metadata"] == big and restored["uid_chain"] == s.uid_chain
