@@ -1,0 +1,81 @@
+"""Span attributes that attribute a span to a session: ``session.id``, ``session.name``, ``session.uid_chain``
+and ``session.metadata.<key>``.
+
+OpenTelemetry attribute values are str, bool, int, float or homogeneous sequences of them; any other metadata
+value (a dict, a mixed list) becomes its compact JSON text so it is still searchable, and None is left out.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from opentelemetry.util.types import AttributeValue
+
+__all__ = [
+    "METADATA_PREFIX",
+    "SESSION_ID",
+    "SESSION_NAME",
+    "SESSION_UID_CHAIN",
+    "attribute_value",
+    "metadata_attributes",
+    "session_attributes",
+]
+
+SESSION_ID = "session.id"  # OpenTelemetry semantic convention: the session's unique id (our uid)
+SESSION_NAME = "session.name"
+SESSION_UID_CHAIN = "session.uid_chain"
+METADATA_PREFIX = "session.metadata."
+
+_PRIMITIVES = (str, bool, int, float)
+
+
+def attribute_value(value: Any) -> AttributeValue | None:
+    """`value` as an OpenTelemetry attribute value, or None when it should be left out."""
+    t = type(value)
+    if t is str or t is int or t is bool or t is float:
+        return value  # type: ignore[no-any-return]
+    if value is None:
+        return None
+    if isinstance(value, (list, tuple)):
+        if not value:
+            return ()
+        first = type(value[0])
+        if first in _PRIMITIVES and all(type(v) is first for v in value):
+            return tuple(value)
+    elif isinstance(value, _PRIMITIVES):  # subclasses such as str enums: keep the plain value
+        for base in _PRIMITIVES:
+            if isinstance(value, base):
+                return base(value)
+    try:
+        return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False, default=str)
+    except (TypeError, ValueError):
+        return str(value)
+
+
+def metadata_attributes(metadata: Mapping[str, Any]) -> dict[str, AttributeValue]:
+    """``session.metadata.<key>`` attributes for merged metadata (None values left out)."""
+    out: dict[str, AttributeValue] = {}
+    for key, value in metadata.items():
+        converted = attribute_value(value)
+        if converted is not None:
+            out[METADATA_PREFIX + key] = converted
+    return out
+
+
+def session_attributes(
+    name: str,
+    uid: str,
+    uid_chain: Sequence[str],
+    metadata_attrs: Mapping[str, AttributeValue] | None = None,
+) -> dict[str, AttributeValue]:
+    """Every session attribute of a span, with `metadata_attrs` from `metadata_attributes`."""
+    attrs: dict[str, AttributeValue] = {
+        SESSION_ID: uid,
+        SESSION_NAME: name,
+        SESSION_UID_CHAIN: tuple(uid_chain),
+    }
+    if metadata_attrs:
+        attrs.update(metadata_attrs)
+    return attrs

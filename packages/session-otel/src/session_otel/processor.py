@@ -1,0 +1,106 @@
+"""`SessionSpanProcessor`: stamps session attributes on every span started inside a session.
+
+LLM instrumentations (OpenAI, Anthropic, LangChain, ...) start their own spans; with this processor on the
+TracerProvider each of them carries ``session.id``, ``session.name``, ``session.uid_chain`` and
+``session.metadata.<key>`` of the innermost session, or of the caller's context in the baggage when the span
+is started in a server with no session object.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import TYPE_CHECKING, Any
+
+from opentelemetry.context import Context, get_current
+from opentelemetry.util.types import AttributeValue
+
+from session_core.stack import ACTIVE
+from session_otel._keys import BAGGAGE_KEY
+from session_otel.ambient import _MISSING, UIDS, IdentityCache, context_in
+from session_otel.attributes import SESSION_ID, metadata_attributes, session_attributes
+
+__all__ = ["SessionSpanProcessor", "attributes_for_session"]
+
+if TYPE_CHECKING:
+    from opentelemetry.sdk.trace import SpanProcessor as _SpanProcessorBase
+else:
+    try:
+        from opentelemetry.sdk.trace import SpanProcessor as _SpanProcessorBase
+    except ImportError:  # no SDK, no provider to add a processor to: the class still imports, as a plain object
+        _SpanProcessorBase = object
+
+logger = logging.getLogger(__name__)
+
+_lock = threading.Lock()
+_last_session: tuple[Any, dict[str, AttributeValue]] = (None, {})
+_by_baggage = IdentityCache()
+
+
+def attributes_for_session(session: Any) -> dict[str, AttributeValue]:
+    """The session attributes for any session object (an `OTelSession` has them prepared already)."""
+    global _last_session
+    prepared = getattr(session, "span_attributes", None)
+    if prepared is not None:
+        return prepared()  # type: ignore[no-any-return]
+    cached_session, cached = _last_session
+    if cached_session is session:
+        return cached
+    merged = session.merged_metadata() if hasattr(session, "merged_metadata") else session.to_context()["metadata"]
+    chain = session.uid_chain
+    attrs = session_attributes(session.name, chain[-1], chain, metadata_attributes(merged))
+    with _lock:
+        _last_session = (session, attrs)
+    return attrs
+
+
+def _attributes_from_baggage(ctx: Context) -> dict[str, AttributeValue] | None:
+    bag = ctx.get(BAGGAGE_KEY)
+    if not isinstance(bag, dict) or UIDS not in bag:
+        return None
+    cached = _by_baggage.get(bag)
+    if cached is not _MISSING:
+        return cached  # type: ignore[no-any-return]
+    found = context_in(ctx)
+    attrs: dict[str, AttributeValue] = {}
+    if found is not None:
+        chain = found["uid_chain"]
+        attrs = session_attributes(found["name"], chain[-1], chain, metadata_attributes(found["metadata"]))
+    _by_baggage.put(bag, attrs)
+    return attrs
+
+
+class SessionSpanProcessor(_SpanProcessorBase):
+    """An OpenTelemetry SDK span processor (add it with ``provider.add_span_processor(SessionSpanProcessor())``)
+    that stamps session attributes on spans started inside a session. Spans that already carry ``session.id``
+    (session spans themselves) are left alone. It never raises into the code starting the span."""
+
+    def on_start(self, span: Any, parent_context: Context | None = None) -> None:
+        try:
+            existing = span.attributes
+            if existing and SESSION_ID in existing:
+                return
+            stack = ACTIVE.get()
+            if stack:
+                attrs: dict[str, AttributeValue] | None = attributes_for_session(stack[-1])
+            else:
+                attrs = _attributes_from_baggage(parent_context if parent_context is not None else get_current())
+            if attrs:
+                span.set_attributes(attrs)
+        except Exception:
+            logger.debug("SessionSpanProcessor could not stamp a span", exc_info=True)
+
+    def _on_ending(self, span: Any) -> None:
+        """Called by newer SDKs just before a span ends; nothing to do."""
+
+    def on_end(self, span: Any) -> None:
+        """Nothing to do: the attributes were stamped at start."""
+
+    def shutdown(self) -> None:
+        """Nothing to release."""
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return True
+
+    def __repr__(self) -> str:
+        return "SessionSpanProcessor()"

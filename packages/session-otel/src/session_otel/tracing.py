@@ -1,0 +1,201 @@
+"""`init_otel_distributed_tracing`: W3C trace context + baggage propagation, a TracerProvider when none is set,
+and requests/httpx instrumentation, so sessions follow HTTP calls with no code at the call sites."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
+
+from opentelemetry import propagate
+from opentelemetry import trace as otel_trace
+from opentelemetry.baggage.propagation import W3CBaggagePropagator
+from opentelemetry.propagators.composite import CompositePropagator
+from opentelemetry.propagators.textmap import TextMapPropagator
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+from session_otel import _state
+from session_otel.hosts import HostFilter, resolve_propagate_to
+from session_otel.propagator import (
+    SessionPropagator,
+    httpx_async_request_hook,
+    httpx_request_hook,
+    requests_request_hook,
+)
+
+__all__ = ["TracingSetup", "auto_init", "init_otel_distributed_tracing"]
+
+logger = logging.getLogger(__name__)
+
+_lock = threading.RLock()
+_setup: TracingSetup | None = None
+
+
+@dataclass(frozen=True)
+class TracingSetup:
+    """What `init_otel_distributed_tracing` has enabled in this process.
+
+    `tracer_provider`: an SDK TracerProvider was installed by session-otel (False when one was already set or
+    the SDK is not installed); `span_processor`: `SessionSpanProcessor` was added to it; `requests` / `httpx`:
+    that library is instrumented with session-otel's host hook; `propagate_to`: the hosts that receive session
+    baggage (None: every host); `automatic`: initialised by the first `OTelSession` rather than by a call.
+    """
+
+    service_name: str | None
+    propagators: tuple[str, ...]
+    tracer_provider: bool
+    span_processor: bool
+    requests: bool
+    httpx: bool
+    propagate_to: tuple[str, ...] | None
+    automatic: bool = False
+
+
+def _ensure_propagation(hosts: HostFilter) -> tuple[str, ...]:
+    """Wrap the global propagator (adding tracecontext and baggage when missing) in a `SessionPropagator`."""
+    current = propagate.get_global_textmap()
+    if isinstance(current, SessionPropagator):
+        current.hosts = hosts
+        return tuple(sorted(current.fields))
+    fields = set(current.fields)
+    parts: list[TextMapPropagator] = [current]
+    if "traceparent" not in fields:
+        parts.append(TraceContextTextMapPropagator())
+    if "baggage" not in fields:
+        parts.append(W3CBaggagePropagator())
+    inner = parts[0] if len(parts) == 1 else CompositePropagator(parts)
+    wrapper = SessionPropagator(inner, hosts)
+    propagate.set_global_textmap(wrapper)
+    return tuple(sorted(wrapper.fields))
+
+
+def _ensure_tracer_provider(service_name: str | None) -> tuple[bool, bool]:
+    """Install an SDK TracerProvider with `SessionSpanProcessor` when none is set and the SDK is installed."""
+    if not isinstance(otel_trace.get_tracer_provider(), otel_trace.ProxyTracerProvider):
+        return False, False
+    try:
+        from opentelemetry.sdk.resources import Resource
+        from opentelemetry.sdk.trace import TracerProvider
+    except ImportError:
+        logger.info(
+            "opentelemetry-sdk is not installed: session spans are non-recording "
+            '(pip install "session-otel[sdk]" to record them)'
+        )
+        return False, False
+    from session_otel.processor import SessionSpanProcessor
+
+    attributes = {"service.name": service_name} if service_name else {}
+    provider = TracerProvider(resource=Resource.create(attributes))
+    provider.add_span_processor(SessionSpanProcessor())
+    otel_trace.set_tracer_provider(provider)
+    installed = otel_trace.get_tracer_provider() is provider
+    return installed, installed
+
+
+def _instrument_requests() -> bool:
+    try:
+        from opentelemetry.instrumentation.requests import RequestsInstrumentor
+    except ImportError:
+        return False
+    instrumentor = RequestsInstrumentor()
+    if instrumentor.is_instrumented_by_opentelemetry:
+        logger.info("requests was already instrumented; session-otel's host hook for propagate_to is not on it")
+        return False
+    try:
+        instrumentor.instrument(request_hook=requests_request_hook)
+    except Exception:
+        logger.warning("could not instrument requests", exc_info=True)
+        return False
+    return bool(instrumentor.is_instrumented_by_opentelemetry)
+
+
+def _instrument_httpx() -> bool:
+    try:
+        from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
+    except ImportError:
+        return False
+    instrumentor = HTTPXClientInstrumentor()
+    if instrumentor.is_instrumented_by_opentelemetry:
+        logger.info("httpx was already instrumented; session-otel's host hook for propagate_to is not on it")
+        return False
+    try:
+        instrumentor.instrument(request_hook=httpx_request_hook, async_request_hook=httpx_async_request_hook)
+    except Exception:
+        logger.warning("could not instrument httpx", exc_info=True)
+        return False
+    return bool(instrumentor.is_instrumented_by_opentelemetry)
+
+
+def init_otel_distributed_tracing(
+    service_name: str | None = None,
+    *,
+    propagate_to: Iterable[str] | str | None = None,
+) -> TracingSetup:
+    """Set up OpenTelemetry so sessions cross HTTP: idempotent, returns what is enabled.
+
+    - Propagation: W3C tracecontext + baggage (added to the global propagator when missing), wrapped so that
+      session baggage goes only to `propagate_to` hosts (host names or ``*.`` wildcards; default
+      ``$SESSION_PROPAGATE_TO``, comma-separated, else every host). A later call with `propagate_to` replaces it.
+    - A TracerProvider (SDK, with `SessionSpanProcessor`, ``service.name`` = `service_name`) only when none is
+      set and opentelemetry-sdk is installed.
+    - requests / httpx instrumentation when those instrumentations are installed (``session-otel[http]``).
+    """
+    global _setup
+    with _lock:
+        previous = _setup
+        if previous is None or propagate_to is not None:
+            patterns = resolve_propagate_to(propagate_to)
+        else:
+            patterns = previous.propagate_to
+        propagators = _ensure_propagation(HostFilter(patterns))
+        provider, processor = _ensure_tracer_provider(service_name)
+        if previous is not None:
+            provider = provider or previous.tracer_provider
+            processor = processor or previous.span_processor
+        requests_done = (previous is not None and previous.requests) or _instrument_requests()
+        httpx_done = (previous is not None and previous.httpx) or _instrument_httpx()
+        _setup = TracingSetup(
+            service_name=service_name if service_name is not None or previous is None else previous.service_name,
+            propagators=propagators,
+            tracer_provider=provider,
+            span_processor=processor,
+            requests=requests_done,
+            httpx=httpx_done,
+            propagate_to=patterns,
+            automatic=previous.automatic if previous is not None else False,
+        )
+        _state.initialized = True
+        return _setup
+
+
+def auto_init() -> None:
+    """Called by the first `OTelSession` entered before `init_otel_distributed_tracing`: initialise, warn once."""
+    global _setup
+    with _lock:
+        if _state.initialized:
+            return
+        setup = init_otel_distributed_tracing()
+        _setup = replace(setup, automatic=True)
+    logger.warning(
+        "OTelSession entered before init_otel_distributed_tracing(); initialised OpenTelemetry now (%s). "
+        "Call init_otel_distributed_tracing(service_name=...) at startup, after configuring any TracerProvider "
+        "of your own, to choose the service name and the hosts that receive session baggage.",
+        _describe(_setup),
+    )
+
+
+def current_setup() -> TracingSetup | None:
+    """What has been enabled so far, or None before any initialisation."""
+    return _setup
+
+
+def _describe(setup: TracingSetup) -> str:
+    enabled = [f"propagators={','.join(setup.propagators)}"]
+    if setup.tracer_provider:
+        enabled.append("SDK TracerProvider")
+    if setup.requests:
+        enabled.append("requests instrumentation")
+    if setup.httpx:
+        enabled.append("httpx instrumentation")
+    return ", ".join(enabled)

@@ -1,0 +1,33 @@
+"""Run in a fresh process: enter OTelSessions without calling init_otel_distributed_tracing; report what happened."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+
+logging.basicConfig(stream=sys.stderr, level=logging.WARNING, format="%(levelname)s %(name)s %(message)s")
+
+from opentelemetry import propagate, trace  # noqa: E402
+
+from session_otel import OTelSession  # noqa: E402
+from session_otel.tracing import current_setup  # noqa: E402
+
+with OTelSession("first", k=1) as first:
+    recording = first.span is not None and first.span.is_recording()
+with OTelSession("second") as second:
+    pass
+setup = current_setup()
+assert setup is not None
+print(
+    json.dumps(
+        {
+            "automatic": setup.automatic,
+            "tracer_provider": setup.tracer_provider,
+            "provider_class": type(trace.get_tracer_provider()).__name__,
+            "propagator": type(propagate.get_global_textmap()).__name__,
+            "recording": recording,
+            "trace_ids": [first.trace_id, second.trace_id],
+        }
+    )
+)

@@ -1,0 +1,260 @@
+"""One wire format: what OTelSession puts in OTel baggage is session-core's, in both directions."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from opentelemetry import baggage, propagate, trace
+from opentelemetry.baggage.propagation import W3CBaggagePropagator
+from opentelemetry.context import Context, attach, detach
+
+import session_core
+from session_core import (
+    ContextVarSession,
+    InMemoryStorage,
+    context_to_baggage_items,
+    decode_baggage,
+    encode_baggage,
+    get_active_session_uids,
+    get_current_metadata,
+    get_current_session_name,
+)
+from session_otel import (
+    OTelSession,
+    baggage_context,
+    get_current_otel_session,
+    get_otel_metadata,
+    get_otel_session_name,
+)
+
+# Keys OTel's own propagator round-trips unchanged: it strips edge whitespace from keys (str.strip), and writes a
+# space as '+', which session-core reads back as '+' in keys (see test_keys_with_spaces_...: our global
+# propagator writes session-core's encoding, where any key survives).
+KEYS = st.text(st.characters(codec="utf-8", exclude_characters=" "), min_size=1, max_size=8).filter(
+    lambda k: k == k.strip() and k not in ("name", "storage", "tracer")  # those are the session's parameters
+)
+JSON = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**63), 2**63)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=12),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3),
+    max_leaves=6,
+)
+METADATA = st.dictionaries(KEYS, JSON, max_size=5)
+NAMES = st.text(min_size=1, max_size=24).filter(lambda n: n.strip(" \t") == n or n[:1] != '"')
+
+
+def _enter(otel_ctx: Context):
+    return attach(otel_ctx)
+
+
+def test_the_baggage_while_active_is_exactly_session_cores_members():
+    with OTelSession("exact", n=1, s="two words", l=[1, "x"], d={"k": None}) as s:
+        items = {k: v for k, v in baggage.get_all().items() if k.startswith("session.")}
+        assert items == context_to_baggage_items(s.to_context())
+        assert items == s.baggage_items
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(name=NAMES, metadata=METADATA)
+def test_otels_own_baggage_propagator_writes_what_decode_baggage_reads(name, metadata):
+    with OTelSession(name, storage=InMemoryStorage(), **metadata) as s:
+        carrier: dict[str, str] = {}
+        W3CBaggagePropagator().inject(carrier)
+        chain = s.uid_chain
+    ctx = decode_baggage(carrier["baggage"], strict=True)
+    assert ctx == {"v": 1, "name": name, "uid_chain": chain, "metadata": metadata}
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(name=NAMES, metadata=METADATA)
+def test_encode_baggage_extracted_by_otel_gives_the_same_metadata_with_types_intact(name, metadata):
+    ctx = {"v": 1, "name": name, "uid_chain": ["a1", "b2"], "metadata": metadata}
+    header = encode_baggage(ctx)
+    token = attach(propagate.extract({"baggage": header}, context=Context()))
+    try:
+        assert get_otel_metadata() == metadata
+        assert get_otel_session_name() == name
+        assert get_current_metadata() == metadata
+        assert get_active_session_uids() == ["a1", "b2"]
+        assert get_current_otel_session() is None
+    finally:
+        detach(token)
+
+
+def test_keys_with_spaces_travel_through_the_global_propagator():
+    # The global propagator writes session members with session-core's encoder, so any key survives.
+    with OTelSession("spaced", **{"a key": 1, "plus+key": "x y", " edge ": True}) as s:
+        headers: dict[str, str] = {}
+        propagate.inject(headers)
+    assert decode_baggage(headers["baggage"], strict=True)["metadata"] == s.metadata
+
+
+def test_other_baggage_members_are_untouched_and_restored_on_exit():
+    token = attach(baggage.set_baggage("tenant", "acme corp", baggage.set_baggage("region", "eu")))
+    try:
+        with OTelSession("outer", a=1):
+            with OTelSession("inner", b=2):
+                headers: dict[str, str] = {}
+                propagate.inject(headers)
+                assert baggage.get_baggage("tenant") == "acme corp"
+            assert baggage.get_baggage("session.m.b") is None
+            assert baggage.get_baggage("session.m.a") == "1"
+        assert dict(baggage.get_all()) == {"tenant": "acme corp", "region": "eu"}
+    finally:
+        detach(token)
+    extracted = W3CBaggagePropagator().extract(headers, context=Context())
+    assert baggage.get_baggage("tenant", extracted) == "acme corp"
+    assert baggage.get_baggage("region", extracted) == "eu"
+    assert decode_baggage(headers["baggage"])["metadata"] == {"a": 1, "b": 2}
+
+
+def test_the_innermost_session_of_any_backend_is_what_propagates():
+    with OTelSession("otel", a=1), ContextVarSession("plain", b=2) as plain:
+        headers: dict[str, str] = {}
+        propagate.inject(headers)
+        assert get_otel_metadata() == {"a": 1, "b": 2}
+        assert get_otel_session_name() == "plain"
+    ctx = decode_baggage(headers["baggage"])
+    assert ctx["uid_chain"] == plain.uid_chain
+    assert ctx["metadata"] == {"a": 1, "b": 2}
+    assert ctx["name"] == "plain"
+
+
+def test_the_ambient_provider_reads_baggage_with_no_session_object():
+    header = encode_baggage({"name": "remote", "uid_chain": ["r00t", "c0de"], "metadata": {"user": "u1", "n": 7}})
+    assert baggage_context() is None
+    token = attach(W3CBaggagePropagator().extract({"baggage": header}, context=Context()))
+    try:
+        assert get_current_session_name() == "remote"
+        assert session_core.current_context() == {
+            "v": 1,
+            "name": "remote",
+            "uid_chain": ["r00t", "c0de"],
+            "metadata": {"user": "u1", "n": 7},
+        }
+        with OTelSession(step=1) as child:  # continues the caller's session
+            assert child.name == "remote"
+            assert child.uid_chain[:2] == ["r00t", "c0de"]
+            assert get_current_metadata() == {"user": "u1", "n": 7, "step": 1}
+            assert baggage.get_baggage("session.uids") == "r00t.c0de." + child.uid
+        assert get_current_metadata() == {"user": "u1", "n": 7}
+    finally:
+        detach(token)
+    assert get_current_metadata() == {}
+
+
+def test_a_thread_that_attached_the_otel_context_continues_the_session_object():
+    import threading
+
+    storage = InMemoryStorage()
+    with OTelSession("carried", storage=storage, k=1) as parent:
+        from opentelemetry.context import get_current
+
+        otel_ctx = get_current()
+        seen: list = []
+
+        def worker() -> None:
+            token = attach(otel_ctx)  # what OTel's threading instrumentation does
+            try:
+                seen.append((get_current_otel_session(), get_current_metadata()))
+                with OTelSession(step=2) as child:
+                    session_core.record_trace(name="in-thread")
+                    seen.append(child.uid_chain)
+            finally:
+                detach(token)
+
+        thread = threading.Thread(target=worker)
+        thread.start()
+        thread.join()
+        assert seen[0] == (parent, {"k": 1})
+        assert seen[1][0] == parent.uid
+        assert [t.name for t in parent.llm_calls] == ["in-thread"]
+
+
+def test_malformed_session_baggage_is_ignored_with_one_warning(caplog):
+    token = attach(baggage.set_baggage("session.uids", "not valid!", baggage.set_baggage("session.name", "x")))
+    try:
+        with caplog.at_level(logging.WARNING, logger="session_core"):
+            for _ in range(5):
+                assert get_current_metadata() == {}
+                assert get_otel_metadata() == {}
+        assert caplog.text.count("session baggage ignored") == 1
+        with OTelSession("fresh") as s:  # a fresh root, and the bad members are not forwarded
+            assert s.uid_chain == [s.uid]
+            assert baggage.get_baggage("session.uids") == s.uid
+    finally:
+        detach(token)
+
+
+def test_signed_contexts_are_signed_on_the_way_out_and_checked_on_the_way_in(monkeypatch):
+    monkeypatch.setenv("SESSION_SIGNING_KEY", "test-key")
+    with OTelSession("signed", n=1) as s:
+        headers: dict[str, str] = {}
+        propagate.inject(headers)
+    assert "session.sig=" in headers["baggage"]
+    assert decode_baggage(headers["baggage"], signing_key="test-key", strict=True)["uid_chain"] == s.uid_chain
+    forged = headers["baggage"].replace("session.m.n=1", "session.m.n=2")
+    token = attach(W3CBaggagePropagator().extract({"baggage": forged}, context=Context()))
+    try:
+        assert get_current_metadata() == {}  # refused: tampered
+    finally:
+        detach(token)
+    token = attach(W3CBaggagePropagator().extract(headers, context=Context()))
+    try:
+        assert get_current_metadata() == {"n": 1}
+    finally:
+        detach(token)
+
+
+def test_without_a_span_provider_baggage_still_propagates():
+    with OTelSession("api-only", tracer=trace.NoOpTracer(), k="v") as s:
+        headers: dict[str, str] = {}
+        propagate.inject(headers)
+    assert decode_baggage(headers["baggage"])["uid_chain"] == [s.uid]
+
+
+@pytest.mark.parametrize("value", [0.0, -0.0, 1, True, "1", [1], {"a": 1}, None])
+def test_members_are_exact_for_values_that_compare_equal(value):
+    with OTelSession("eq", v=value):
+        member = baggage.get_baggage("session.m.v")
+    expected = context_to_baggage_items({"name": "eq", "uid_chain": ["u"], "metadata": {"v": value}})["session.m.v"]
+    assert member == expected
+
+
+def test_oversized_metadata_without_an_addressable_storage_is_not_sent(caplog):
+    token = attach(baggage.set_baggage("tenant", "acme"))
+    try:
+        with caplog.at_level(logging.WARNING, logger="session_otel"):
+            with OTelSession("big", storage=InMemoryStorage(), blob="x" * 9000):
+                first: dict[str, str] = {}
+                propagate.inject(first)
+                second: dict[str, str] = {}
+                propagate.inject(second)
+    finally:
+        detach(token)
+    assert first["baggage"] == second["baggage"] == "tenant=acme"  # never a truncated session
+    assert caplog.text.count("not propagated") == 1
+
+
+def test_oversized_metadata_travels_by_reference_through_shared_storage(tmp_path, monkeypatch):
+    sql = pytest.importorskip("session_storage_sql")
+    storage = sql.SqliteSessionStorage(tmp_path / "contexts.db")
+    meta = {"blob": "x" * 9000, "n": 1}
+    with OTelSession("big", storage=storage, **meta) as s:
+        headers: dict[str, str] = {}
+        propagate.inject(headers)
+    assert "session.ref=1" in headers["baggage"]
+    assert len(headers["baggage"]) < 1000
+    monkeypatch.setenv("SESSION_STORAGE_URL", storage.url)  # the receiver is configured with the same store
+    token = attach(W3CBaggagePropagator().extract(headers, context=Context()))
+    try:
+        assert get_current_metadata() == meta
+        assert get_active_session_uids() == [s.uid]
+    finally:
+        detach(token)

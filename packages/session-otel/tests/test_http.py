@@ -1,0 +1,155 @@
+"""Sessions across HTTP with nothing but OpenTelemetry: a real uvicorn server instrumented only with OTel's ASGI
+middleware, real httpx/requests clients instrumented by init_otel_distributed_tracing()."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from opentelemetry import baggage, propagate, trace
+from opentelemetry.context import attach, detach
+
+import session_core
+from session_otel import OTelSession, init_otel_distributed_tracing
+from session_otel.tracing import current_setup
+
+httpx = pytest.importorskip("httpx")
+uvicorn = pytest.importorskip("uvicorn")
+asgi = pytest.importorskip("opentelemetry.instrumentation.asgi")
+
+
+async def _app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    """What a service handler sees: only what OTel's ASGI middleware extracted, no session middleware."""
+    assert scope["type"] == "http"
+    headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+    span_ctx = trace.get_current_span().get_span_context()
+    report: dict[str, Any] = {
+        "metadata": session_core.get_current_metadata(),
+        "name": session_core.get_current_session_name(),
+        "uids": session_core.get_active_session_uids(),
+        "trace_id": f"{span_ctx.trace_id:032x}" if span_ctx.is_valid else None,
+        "baggage_header": headers.get("baggage"),
+        "tenant": baggage.get_baggage("tenant"),
+    }
+    if scope["path"] == "/child":
+        with OTelSession(handler="child") as child:  # continues the caller's session
+            report["child_chain"] = child.uid_chain
+            report["child_metadata"] = session_core.get_current_metadata()
+    body = json.dumps(report).encode()
+    await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"application/json")]})
+    await send({"type": "http.response.body", "body": body})
+
+
+@pytest.fixture(scope="module")
+def port() -> Iterator[int]:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    config = uvicorn.Config(asgi.OpenTelemetryMiddleware(_app), lifespan="off", log_level="warning", access_log=False)
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
+        time.sleep(0.01)
+    yield sock.getsockname()[1]
+    server.should_exit = True
+    thread.join(10)
+    sock.close()
+
+
+def _instrumented(library: str) -> bool:
+    setup = current_setup()
+    return bool(setup and getattr(setup, library))
+
+
+def _get(url: str) -> dict[str, Any]:
+    """httpx GET; where httpx is not instrumented (bare variant), inject the OTel headers by hand."""
+    headers: dict[str, str] = {}
+    if not _instrumented("httpx"):
+        propagate.inject(headers)
+    with httpx.Client(timeout=10) as client:
+        response = client.get(url, headers=headers)
+    response.raise_for_status()
+    return response.json()  # type: ignore[no-any-return]
+
+
+def _assert_continues(report: dict[str, Any], session: OTelSession) -> None:
+    assert report["metadata"] == session.merged_metadata()
+    assert report["name"] == session.name
+    assert report["uids"] == session.uid_chain
+    if session.trace_id is not None:
+        assert report["trace_id"] == session.trace_id
+
+
+def test_the_handler_sees_the_callers_session_with_types_intact(port):
+    with OTelSession("http-caller", user="ann", n=3, ratio=0.5, tags=["x", "y"], flag=True) as s:
+        report = _get(f"http://127.0.0.1:{port}/")
+    _assert_continues(report, s)
+    assert report["metadata"]["n"] == 3 and report["metadata"]["flag"] is True
+
+
+def test_a_session_opened_in_the_handler_continues_the_callers_chain(port):
+    with OTelSession("caller", team="a") as s:
+        report = _get(f"http://127.0.0.1:{port}/child")
+    assert report["child_chain"][:-1] == s.uid_chain
+    assert report["child_metadata"] == {"team": "a", "handler": "child"}
+
+
+def test_outside_a_session_the_handler_sees_none(port):
+    report = _get(f"http://127.0.0.1:{port}/")
+    assert report["metadata"] == {} and report["name"] is None and report["uids"] == []
+
+
+def test_requests_is_instrumented_too(port):
+    requests = pytest.importorskip("requests")
+    pytest.importorskip("opentelemetry.instrumentation.requests")
+    with OTelSession("via-requests", k="v") as s:
+        report = requests.get(f"http://127.0.0.1:{port}/", timeout=10).json()
+    _assert_continues(report, s)
+
+
+def test_async_httpx_in_many_tasks_each_carries_its_own_session(port):
+    pytest.importorskip("opentelemetry.instrumentation.httpx")
+
+    async def one(i: int, client: Any) -> tuple[list[str], dict[str, Any]]:
+        async with OTelSession(f"task-{i}", i=i) as s:
+            response = await client.get(f"http://127.0.0.1:{port}/")
+            return s.uid_chain, response.json()
+
+    async def main() -> list[tuple[list[str], dict[str, Any]]]:
+        async with httpx.AsyncClient(timeout=10) as client:
+            return await asyncio.gather(*(one(i, client) for i in range(20)))
+
+    for i, (chain, report) in enumerate(asyncio.run(main())):
+        assert report["uids"] == chain
+        assert report["metadata"] == {"i": i}
+        assert report["name"] == f"task-{i}"
+
+
+def test_propagate_to_keeps_session_members_from_other_hosts(port):
+    pytest.importorskip("opentelemetry.instrumentation.httpx")
+    before = current_setup()
+    assert before is not None
+    init_otel_distributed_tracing(propagate_to=["127.0.0.1"])
+    token = attach(baggage.set_baggage("tenant", "acme"))
+    try:
+        with OTelSession("scoped", secret_project="p1") as s:
+            allowed = _get(f"http://127.0.0.1:{port}/")
+            other = _get(f"http://localhost:{port}/")  # the same server under another host name
+    finally:
+        detach(token)
+        init_otel_distributed_tracing(propagate_to=before.propagate_to or "*")
+    _assert_continues(allowed, s)
+    assert other["metadata"] == {} and other["uids"] == []
+    assert other["baggage_header"] == "tenant=acme"  # other baggage untouched
+    assert other["tenant"] == "acme"
+    if s.trace_id is not None:
+        assert other["trace_id"] == s.trace_id  # the trace still continues

@@ -1,0 +1,97 @@
+"""SessionSpanProcessor: spans other libraries start inside a session carry the session's attributes."""
+
+from __future__ import annotations
+
+from opentelemetry import trace
+from opentelemetry.baggage.propagation import W3CBaggagePropagator
+from opentelemetry.context import Context, attach, detach
+
+from session_core import ContextVarSession, encode_baggage
+from session_otel import OTelSession, SessionSpanProcessor
+
+
+def _by_name(exporter):
+    return {s.name: s for s in exporter.get_finished_spans()}
+
+
+def test_spans_inside_a_session_are_stamped(spans):
+    llm = trace.get_tracer("some.llm.instrumentation")
+    with OTelSession("rollout", task="t9", step=2) as outer, OTelSession(arm="b") as inner:
+        with llm.start_as_current_span("chat gpt-x"):
+            pass
+    attrs = dict(_by_name(spans)["chat gpt-x"].attributes)
+    assert attrs["session.id"] == inner.uid
+    assert attrs["session.name"] == "rollout"
+    assert attrs["session.uid_chain"] == (outer.uid, inner.uid)
+    assert attrs["session.metadata.task"] == "t9"
+    assert attrs["session.metadata.arm"] == "b"
+
+
+def test_a_contextvar_session_inside_is_what_gets_stamped(spans):
+    llm = trace.get_tracer("llm")
+    with OTelSession("otel", a=1), ContextVarSession("plain", b=[1, 2]) as plain:
+        with llm.start_as_current_span("call"):
+            pass
+    attrs = dict(_by_name(spans)["call"].attributes)
+    assert attrs["session.id"] == plain.uid
+    assert attrs["session.name"] == "plain"
+    assert attrs["session.metadata.b"] == (1, 2)
+
+
+def test_spans_in_a_server_with_only_baggage_are_stamped_with_the_callers_session(spans):
+    header = encode_baggage({"name": "caller", "uid_chain": ["c1", "c2"], "metadata": {"user": "u"}})
+    token = attach(W3CBaggagePropagator().extract({"baggage": header}, context=Context()))
+    try:
+        with trace.get_tracer("server").start_as_current_span("handler"):
+            pass
+    finally:
+        detach(token)
+    attrs = dict(_by_name(spans)["handler"].attributes)
+    assert attrs["session.id"] == "c2"
+    assert attrs["session.uid_chain"] == ("c1", "c2")
+    assert attrs["session.metadata.user"] == "u"
+
+
+def test_spans_outside_any_session_are_left_alone_and_session_spans_keep_their_own(spans):
+    tracer = trace.get_tracer("t")
+    with tracer.start_as_current_span("outside"):
+        pass
+    with OTelSession("s", k=1) as s:
+        pass
+    by_name = _by_name(spans)
+    assert not any(k.startswith("session.") for k in by_name["outside"].attributes)
+    assert by_name["session:s"].attributes["session.id"] == s.uid
+
+
+def test_the_processor_never_raises_into_span_creation():
+    class Broken:
+        @property
+        def attributes(self):
+            raise RuntimeError("broken span")
+
+    processor = SessionSpanProcessor()
+    processor.on_start(Broken())  # logged at debug, not raised
+    processor.on_end(Broken())
+    assert processor.force_flush() is True
+    processor.shutdown()
+
+
+def test_importing_session_otel_does_not_import_the_sdk_and_the_processor_is_an_sdk_processor():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, session_otel\n"
+        "assert not [m for m in sys.modules if m.startswith('opentelemetry.sdk')], 'SDK imported eagerly'\n"
+        "p = session_otel.SessionSpanProcessor()\n"
+        "try:\n"
+        "    from opentelemetry.sdk.trace import SpanProcessor\n"
+        "except ImportError:\n"
+        "    print('no-sdk')\n"
+        "else:\n"
+        "    assert isinstance(p, SpanProcessor)\n"
+        "    print('sdk')\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() in ("sdk", "no-sdk")

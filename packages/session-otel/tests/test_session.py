@@ -1,0 +1,338 @@
+"""OTelSession: the session protocol, its span, its baggage, contexts — against the real OpenTelemetry API/SDK."""
+
+from __future__ import annotations
+
+import json
+import logging
+import pickle
+import threading
+
+import pytest
+from opentelemetry import baggage, trace
+from opentelemetry.context import attach, detach
+
+import session_core
+from session_core import (
+    ContextVarSession,
+    InMemoryStorage,
+    InvalidSessionContext,
+    SessionProtocol,
+    SessionStateError,
+    Trace,
+    bind_session,
+    get_active_session_uids,
+    get_current_metadata,
+    get_current_session,
+    get_current_session_name,
+    record_trace,
+    restore_session,
+)
+from session_otel import OTelSession, get_active_otel_sessions, get_current_otel_session, get_otel_metadata
+
+
+def _session_spans(exporter):
+    return [s for s in exporter.get_finished_spans() if s.name.startswith("session:")]
+
+
+# -- the protocol ------------------------------------------------------------------------------------------------
+def test_satisfies_the_session_protocol_and_registers_as_the_otel_backend():
+    session = OTelSession("proto")
+    assert isinstance(session, SessionProtocol)
+    assert session_core.get_backend("otel") is OTelSession
+
+
+def test_name_uid_chain_and_metadata_follow_contextvar_semantics():
+    with OTelSession("outer", user="ann", n=1) as outer:
+        assert get_current_session() is outer
+        assert outer.uid_chain == [outer.uid]
+        with OTelSession(n=2, extra=[1, 2]) as inner:
+            assert inner.name == "outer"  # inherited
+            assert inner.uid_chain == [outer.uid, inner.uid]
+            assert inner.merged_metadata() == {"user": "ann", "n": 2, "extra": [1, 2]}
+            assert get_current_metadata() == {"user": "ann", "n": 2, "extra": [1, 2]}
+            assert get_active_otel_sessions() == [outer, inner]
+            assert get_current_otel_session() is inner
+        assert get_current_metadata() == {"user": "ann", "n": 1}
+        assert get_current_session_name() == "outer"
+    assert get_current_metadata() == {}
+    assert get_current_session() is None
+    assert get_current_otel_session() is None
+
+
+def test_generated_names_and_unique_uids():
+    uids = set()
+    for _ in range(200):
+        with OTelSession() as s:
+            assert s.name.startswith("sess_")
+            uids.add(s.uid)
+    assert len(uids) == 200
+
+
+def test_entering_an_active_session_twice_is_refused_and_the_stack_is_unchanged():
+    with OTelSession("once") as s:
+        with pytest.raises(SessionStateError):
+            s.__enter__()
+        assert get_current_session() is s
+    assert get_current_session() is None
+
+
+def test_a_session_object_can_be_entered_again_after_exit():
+    s = OTelSession("again", k=1)
+    with s:
+        first = s.baggage_items
+    with s:
+        assert get_current_session() is s
+        assert s.baggage_items == first
+
+
+def test_traces_land_under_the_whole_chain(no_storage_env):
+    storage = InMemoryStorage()
+    with OTelSession("root", storage=storage, team="a") as root:
+        record_trace(name="outer-call", model="m")
+        with OTelSession("child", step=1) as child:
+            assert child.storage is storage
+            stored = record_trace(Trace(name="inner-call", tokens={"prompt": 3, "completion": 4, "total": 7}))
+        assert stored is not None and stored.metadata == {"team": "a", "step": 1}
+        assert [t.name for t in root.llm_calls] == ["outer-call", "inner-call"]
+        assert [t.name for t in child.llm_calls] == ["inner-call"]
+        assert len(root) == 2
+        root.clear_calls()
+        assert root.llm_calls == []
+
+
+def test_async_with_works_and_tasks_inherit():
+    import asyncio
+
+    async def main() -> list[str]:
+        async with OTelSession("async", a=1) as s:
+
+            async def child() -> list[str]:
+                async with OTelSession(b=2) as c:
+                    assert get_otel_metadata() == {"a": 1, "b": 2}
+                    return c.uid_chain
+
+            chain = await asyncio.create_task(child())
+            assert chain[0] == s.uid
+            return chain
+
+    assert len(asyncio.run(main())) == 2
+
+
+def test_repr_names_class_name_uid_depth_and_storage():
+    storage = InMemoryStorage()
+    with OTelSession("shown", storage=storage) as s:
+        text = repr(s)
+    assert text.startswith("OTelSession(name='shown'")
+    assert s.uid in text and "depth=1" in text and "InMemoryStorage" in text
+
+
+# -- spans -----------------------------------------------------------------------------------------------------
+def test_the_session_span_is_current_named_and_attributed(spans):
+    tracer = trace.get_tracer("test")
+    with OTelSession("rollout", task="t1", n=3, tags=["a", "b"], cfg={"lr": 0.1}) as s:
+        assert trace.get_current_span() is s.span
+        with tracer.start_as_current_span("llm-call"):
+            pass
+    (session_span,) = _session_spans(spans)
+    assert session_span.name == "session:rollout"
+    attrs = dict(session_span.attributes)
+    assert attrs["session.id"] == s.uid
+    assert attrs["session.name"] == "rollout"
+    assert attrs["session.uid_chain"] == (s.uid,)
+    assert attrs["session.metadata.task"] == "t1"
+    assert attrs["session.metadata.n"] == 3
+    assert attrs["session.metadata.tags"] == ("a", "b")
+    assert json.loads(attrs["session.metadata.cfg"]) == {"lr": 0.1}
+    (llm,) = [x for x in spans.get_finished_spans() if x.name == "llm-call"]
+    assert llm.parent.span_id == session_span.context.span_id
+    assert llm.context.trace_id == session_span.context.trace_id
+    assert s.trace_id == f"{session_span.context.trace_id:032x}"
+    assert s.span_id == f"{session_span.context.span_id:016x}"
+
+
+def test_nested_session_spans_are_parent_and_child(spans):
+    with OTelSession("outer") as outer, OTelSession("inner", k=1) as inner:
+        pass
+    by_name = {x.name: x for x in _session_spans(spans)}
+    assert by_name["session:inner"].parent.span_id == by_name["session:outer"].context.span_id
+    assert by_name["session:inner"].attributes["session.uid_chain"] == (outer.uid, inner.uid)
+    assert by_name["session:inner"].attributes["session.metadata.k"] == 1
+    assert outer.trace_id == inner.trace_id
+
+
+def test_an_exception_is_recorded_on_the_span_and_re_raised(spans):
+    with pytest.raises(ValueError, match="boom"), OTelSession("failing"):
+        raise ValueError("boom")
+    (span,) = _session_spans(spans)
+    assert span.status.status_code == trace.StatusCode.ERROR
+    assert "ValueError" in (span.status.description or "")
+    (event,) = [e for e in span.events if e.name == "exception"]
+    assert event.attributes["exception.type"] == "ValueError"
+    assert event.attributes["exception.message"] == "boom"
+    assert get_current_session() is None
+
+
+def test_an_explicit_tracer_is_used(spans):
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    own = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(own))
+    with OTelSession("explicit", tracer=provider.get_tracer("mine")):
+        pass
+    assert [s.name for s in own.get_finished_spans()] == ["session:explicit"]
+    assert _session_spans(spans) == []
+
+
+def test_without_a_recording_provider_spans_are_non_recording_and_everything_else_works():
+    with OTelSession("noop", tracer=trace.NoOpTracer(), k=1) as s:
+        assert not s.span.is_recording()
+        assert s.trace_id is None and s.span_id is None
+        assert baggage.get_baggage("session.m.k") == "1"
+        assert get_otel_metadata() == {"k": 1}
+        ctx = s.to_otel_context()
+    assert "traceparent" not in ctx.get("otel", {})
+    assert ctx["backend"] == "otel"
+
+
+def test_api_only_a_restored_traceparent_is_passed_on():
+    from opentelemetry import propagate
+
+    traceparent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    ctx = {
+        "name": "remote",
+        "uid_chain": ["r1"],
+        "metadata": {},
+        "backend": "otel",
+        "otel": {"traceparent": traceparent},
+    }
+    with OTelSession.from_otel_context(ctx, tracer=trace.NoOpTracer()) as s:
+        assert not s.span.is_recording()
+        assert s.trace_id == "0af7651916cd43dd8448eb211c80319c"
+        headers: dict[str, str] = {}
+        propagate.inject(headers)
+    assert headers["traceparent"] == traceparent
+    assert session_core.decode_baggage(headers["baggage"])["uid_chain"] == ["r1", s.uid]
+
+
+# -- contexts ----------------------------------------------------------------------------------------------------
+def test_to_otel_context_is_json_and_pickle_safe_and_complete():
+    storage = InMemoryStorage()
+    with OTelSession("ctx", storage=storage, n=1, f=0.5, flag=True, none=None, nested={"a": [1, "x"]}) as s:
+        ctx = s.to_otel_context()
+    assert json.loads(json.dumps(ctx)) == ctx
+    assert pickle.loads(pickle.dumps(ctx)) == ctx
+    assert ctx["backend"] == "otel"
+    assert ctx["name"] == "ctx" and ctx["uid_chain"] == [s.uid]
+    assert ctx["metadata"] == {"n": 1, "f": 0.5, "flag": True, "none": None, "nested": {"a": [1, "x"]}}
+    assert session_core.decode_baggage(ctx["otel"]["baggage"])["metadata"] == ctx["metadata"]
+    assert ctx == s.to_context()
+    if s.trace_id is not None:
+        assert ctx["otel"]["traceparent"] == f"00-{s.trace_id}-{s.span_id}-{ctx['otel']['traceparent'][-2:]}"
+
+
+def test_from_otel_context_continues_the_chain_the_trace_and_the_metadata(spans):
+    with OTelSession("sender", storage=InMemoryStorage(), n=1) as sender:
+        ctx = json.loads(json.dumps(sender.to_otel_context()))
+    worker = OTelSession.from_otel_context(ctx, storage=InMemoryStorage())
+    assert worker.uid_chain[:-1] == [sender.uid]
+    assert worker.trace_id == sender.trace_id  # before entry: the sender's trace
+    with worker:
+        assert get_current_metadata() == {"n": 1}
+        assert worker.name == "sender"
+    worker_span = next(x for x in _session_spans(spans) if x.context.span_id == int(worker.span_id, 16))
+    assert worker_span.parent.span_id == int(sender.span_id, 16)
+    assert worker_span.context.trace_id == int(sender.trace_id, 16)
+    assert worker_span.attributes["session.uid_chain"] == (sender.uid, worker.uid)
+
+
+def test_restore_session_and_bind_session_pick_otel_session_through_the_entry_point():
+    storage = InMemoryStorage()
+    with OTelSession("bound", storage=storage, k=1) as parent:
+        restored = restore_session(parent.to_context())
+        assert type(restored) is OTelSession
+
+        def work() -> tuple[str, list[str], dict]:
+            session = get_current_session()
+            record_trace(name="from-thread")
+            return type(session).__name__, get_active_session_uids(), get_otel_metadata()
+
+        result: list = []
+        bound = bind_session(work)
+        thread = threading.Thread(target=lambda: result.append(bound()))
+        thread.start()
+        thread.join()
+    kind, chain, meta = result[0]
+    assert kind == "OTelSession"
+    assert chain[0] == parent.uid and len(chain) == 2
+    assert meta == {"k": 1}
+    assert [t.name for t in parent.llm_calls] == ["from-thread"]
+
+
+def test_from_otel_context_accepts_a_contextvar_session_context():
+    with ContextVarSession("plain", storage=InMemoryStorage(), n=1) as plain:
+        ctx = plain.to_context()
+    with OTelSession.from_otel_context(ctx, storage=InMemoryStorage()) as s:
+        assert s.uid_chain[0] == plain.uid
+        assert get_otel_metadata() == {"n": 1}
+        assert baggage.get_baggage("session.uids") == f"{plain.uid}.{s.uid}"
+
+
+def test_malformed_contexts_raise_invalid_session_context():
+    with pytest.raises(InvalidSessionContext, match="uid_chain"):
+        OTelSession.from_otel_context({"name": "x", "uid_chain": []})
+    with pytest.raises(InvalidSessionContext, match="otel"):
+        OTelSession.from_otel_context({"name": "x", "uid_chain": ["a"], "otel": {"traceparent": 5}})
+
+
+def test_a_malformed_traceparent_starts_a_new_trace_with_a_warning(caplog, spans):
+    ctx = {"name": "x", "uid_chain": ["abc"], "metadata": {}, "otel": {"traceparent": "00-zz-yy-01"}}
+    with caplog.at_level(logging.WARNING, logger="session_otel"):
+        session = OTelSession.from_otel_context(ctx)
+    assert "malformed traceparent" in caplog.text
+    with session:
+        pass
+    (span,) = _session_spans(spans)
+    assert span.parent is None
+    assert span.attributes["session.uid_chain"] == ("abc", session.uid)
+
+
+def test_non_session_baggage_travels_in_the_context_and_is_restored():
+    token = attach(baggage.set_baggage("tenant", "acme"))
+    try:
+        with OTelSession("with-others", storage=InMemoryStorage()) as s:
+            ctx = s.to_otel_context()
+    finally:
+        detach(token)
+    assert "tenant=acme" in ctx["otel"]["baggage"]
+    with OTelSession.from_otel_context(ctx, storage=InMemoryStorage()):
+        assert baggage.get_baggage("tenant") == "acme"
+    assert baggage.get_baggage("tenant") is None
+
+
+def test_metadata_json_cannot_carry_stays_local_with_one_warning(caplog):
+    marker = object()
+    with caplog.at_level(logging.WARNING, logger="session_otel"):
+        for _ in range(3):
+            with OTelSession("odd", obj=marker, ok=1) as s:
+                assert get_current_metadata()["obj"] is marker
+                assert "session.m.obj" not in baggage.get_all()
+                assert baggage.get_baggage("session.m.ok") == "1"
+    assert caplog.text.count("cannot be carried as JSON") == 1
+    with pytest.raises(session_core.UnserializableMetadata):
+        s.to_context()
+
+
+def test_exiting_out_of_order_raises_and_leaves_no_session_in_the_otel_context():
+    outer, inner = OTelSession("outer", a=1), OTelSession("inner", b=2)
+    outer.__enter__()
+    inner.__enter__()
+    with pytest.raises(SessionStateError):
+        outer.__exit__(None, None, None)
+    assert get_current_session() is inner
+    inner.__exit__(None, None, None)
+    assert get_current_session() is None
+    assert baggage.get_baggage("session.uids") is None
+    assert trace.get_current_span() is trace.INVALID_SPAN

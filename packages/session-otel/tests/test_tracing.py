@@ -1,0 +1,159 @@
+"""init_otel_distributed_tracing: propagation, provider, instrumentation, propagate_to — and auto-init."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from opentelemetry import baggage, propagate
+from opentelemetry.context import attach, detach
+
+from session_core import decode_baggage
+from session_otel import HostFilter, OTelSession, SessionPropagator, init_otel_distributed_tracing
+from session_otel.hosts import resolve_propagate_to
+from session_otel.propagator import note_target_host
+from session_otel.tracing import current_setup
+
+HELPERS = Path(__file__).parent / "helpers"
+HAVE_SDK = importlib.util.find_spec("opentelemetry.sdk") is not None
+
+
+def _run(script: str, **env: str) -> tuple[dict, str]:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("SESSION_", "OTEL_"))}
+    proc = subprocess.run(
+        [sys.executable, str(HELPERS / script)],
+        env={**clean, **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout.strip().splitlines()[-1]), proc.stderr
+
+
+@pytest.fixture
+def restore_hosts():
+    before = current_setup()
+    assert before is not None
+    yield
+    init_otel_distributed_tracing(propagate_to=before.propagate_to or "*")
+
+
+def test_init_is_idempotent_and_wraps_the_global_propagator_once():
+    first = init_otel_distributed_tracing()
+    second = init_otel_distributed_tracing()
+    assert first == second
+    textmap = propagate.get_global_textmap()
+    assert isinstance(textmap, SessionPropagator)
+    assert not isinstance(textmap.inner, SessionPropagator)
+    assert {"traceparent", "baggage"} <= textmap.fields
+    assert {"traceparent", "baggage"} <= set(first.propagators)
+
+
+def test_init_reports_what_it_enabled_here():
+    setup = init_otel_distributed_tracing()
+    has_http = importlib.util.find_spec("opentelemetry.instrumentation.requests") is not None
+    assert setup.requests is has_http
+    assert setup.httpx is (importlib.util.find_spec("opentelemetry.instrumentation.httpx") is not None)
+    assert setup.tracer_provider is False  # conftest set the process's provider before init
+    assert setup.service_name == "session-otel-tests"
+    assert setup.automatic is False
+
+
+def test_first_session_without_init_initialises_once_with_one_warning():
+    report, stderr = _run("otel_auto_init.py")
+    assert stderr.count("OTelSession entered before init_otel_distributed_tracing()") == 1
+    assert report["automatic"] is True
+    assert report["propagator"] == "SessionPropagator"
+    assert report["tracer_provider"] is HAVE_SDK
+    assert report["recording"] is HAVE_SDK
+    if HAVE_SDK:
+        assert report["provider_class"] == "TracerProvider"
+        assert all(len(t) == 32 for t in report["trace_ids"])
+        assert report["trace_ids"][0] != report["trace_ids"][1]
+    else:
+        assert report["trace_ids"] == [None, None]
+
+
+def test_init_in_a_fresh_process_installs_a_provider_only_with_the_sdk_and_reads_the_env():
+    report, stderr = _run("otel_init_service.py", SESSION_PROPAGATE_TO="api.example.com, *.internal")
+    assert report["propagate_to"] == ["api.example.com", "*.internal"]
+    assert report["same_again"] is True
+    assert report["automatic"] is False
+    assert report["tracer_provider"] is HAVE_SDK
+    assert report["span_processor"] is HAVE_SDK
+    assert report["service_name"] == ("svc-under-test" if HAVE_SDK else None)
+    if not HAVE_SDK:  # the log says exactly what to install
+        assert 'pip install "session-otel[sdk]"' in stderr
+
+
+def _inject(target: str | None) -> dict[str, str]:
+    headers: dict[str, str] = {}
+    if target is not None:
+        note_target_host(target)
+    propagate.inject(headers)
+    return headers
+
+
+def test_propagate_to_keeps_session_members_from_other_hosts(restore_hosts):
+    setup = init_otel_distributed_tracing(propagate_to=["api.example.com", "*.internal"])
+    assert setup.propagate_to == ("api.example.com", "*.internal")
+    token = attach(baggage.set_baggage("tenant", "acme"))
+    try:
+        with OTelSession("scoped", k=1) as s:
+            allowed = _inject("https://API.example.com:8443/v1/chat")
+            wildcard = _inject("http://models.eu.internal/x")
+            other = _inject("https://evil.example.org/collect")
+            parent = _inject("https://internal/")  # '*.internal' is subdomains only
+            unknown = _inject(None)  # no request hook told us where: fail closed
+    finally:
+        detach(token)
+    assert decode_baggage(allowed["baggage"])["uid_chain"] == [s.uid]
+    assert decode_baggage(wildcard["baggage"])["uid_chain"] == [s.uid]
+    for headers in (other, parent, unknown):
+        assert headers["baggage"] == "tenant=acme"
+        assert "session." not in headers["baggage"]
+    if s.trace_id is not None:
+        assert all(s.trace_id in h["traceparent"] for h in (allowed, other, unknown))
+
+
+def test_default_propagates_to_every_host(restore_hosts):
+    init_otel_distributed_tracing(propagate_to="*")
+    with OTelSession("everywhere") as s:
+        assert decode_baggage(_inject("https://anything.example/")["baggage"])["uid_chain"] == [s.uid]
+        assert decode_baggage(_inject(None)["baggage"])["uid_chain"] == [s.uid]
+
+
+@pytest.mark.parametrize(
+    ("given", "expected"),
+    [
+        (None, None),
+        ("a.example.com,*.Internal.", ("a.example.com", "*.internal")),
+        (["[::1]", "127.0.0.1", "127.0.0.1"], ("::1", "127.0.0.1")),
+        ([], ()),
+        (["*"], ("*",)),
+    ],
+)
+def test_resolve_propagate_to(given, expected):
+    assert resolve_propagate_to(given) == expected
+
+
+@pytest.mark.parametrize("bad", ["https://a.example.com", "a.example.com:443", "a.*.com", "**"])
+def test_resolve_propagate_to_refuses_urls_ports_and_inner_wildcards(bad):
+    with pytest.raises(ValueError, match="propagate_to"):
+        resolve_propagate_to([bad])
+
+
+def test_host_filter_matching():
+    f = HostFilter(("a.example.com", "*.internal", "::1"))
+    assert f.allows("A.Example.com.") and f.allows("x.y.internal") and f.allows("[::1]")
+    assert not f.allows("internal") and not f.allows("b.example.com") and not f.allows(None)
+    assert not f.allows("evilinternal")
+    assert HostFilter(None).allows(None) and HostFilter(("*",)).allows("anything")
+    assert not HostFilter(()).allows("a.example.com")
