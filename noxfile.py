@@ -171,8 +171,9 @@ def lint(session: nox.Session) -> None:
 def typecheck(session: nox.Session) -> None:
     """mypy --strict on every package's src/."""
     _install_packages(session, _all_specs(), ["mypy>=1.10"])
+    cache = Path(session.virtualenv.location) / "mypy_cache"  # never share a cache with another environment
     for pkg in PACKAGES.values():
-        session.run("mypy", str(pkg.path / "src"))
+        session.run("mypy", "--cache-dir", str(cache), str(pkg.path / "src"))
 
 
 def _build(session: nox.Session, pkg: Package, outdir: Path) -> list[Path]:
