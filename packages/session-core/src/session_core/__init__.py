@@ -37,6 +37,7 @@ from session_core.helpers import (
     get_current_session_name,
     record_trace,
 )
+from session_core.hosts import HostAllowList, host_of, resolve_propagate_to
 from session_core.registry import (
     get_backend,
     open_storage,
@@ -66,6 +67,7 @@ __all__ = [
     "ContextStore",
     "ContextTooLarge",
     "ContextVarSession",
+    "HostAllowList",
     "InMemoryStorage",
     "InvalidSessionContext",
     "MissingOptionalDependency",
@@ -99,6 +101,7 @@ __all__ = [
     "get_current_metadata",
     "get_current_session",
     "get_current_session_name",
+    "host_of",
     "make_context",
     "open_storage",
     "record_trace",
@@ -106,6 +109,7 @@ __all__ = [
     "register_ambient_provider",
     "register_backend",
     "register_storage_scheme",
+    "resolve_propagate_to",
     "restore_session",
     "sign_context",
     "storage_schemes",
