@@ -41,6 +41,23 @@ def table(results: list[Result]) -> str:
     return "\n".join(lines)
 
 
+REFERENCE_OTEL_PROPAGATION_US = 44.0  # the issues' machine: OTel's propagators, traceparent + 10 members
+
+
+def _machine_note(results: list[Result]) -> str:
+    """How fast this machine is against the one the targets were written on, by one shared workload."""
+    ref = next((r for r in results if r.floor_name and r.floor_name.startswith("OTel W3C") and r.floor), None)
+    if ref is None or ref.floor is None:
+        return ""
+    factor = ref.floor / REFERENCE_OTEL_PROPAGATION_US
+    return (
+        f"\n\nMachine reference: OpenTelemetry's own W3C propagators (inject + extract of a traceparent and the "
+        f"same baggage members) took {ref.floor:.1f} us here against {REFERENCE_OTEL_PROPAGATION_US:.0f} us on the "
+        f"machine the absolute targets were set on: this machine runs that pure-Python workload {factor:.2f}x as "
+        "slowly. Ratios to floors measured in the same run do not depend on it; absolute figures do."
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="tiny sizes: a smoke test of the benchmarks")
@@ -59,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
         except Exception:  # one broken benchmark must not hide the others' figures
             broken.append(name)
             traceback.print_exc()
-    report = table(results)
+    report = table(results) + _machine_note(results)
     machine = (
         f"{platform.python_implementation()} {platform.python_version()} on {platform.machine()}, "
         f"{platform.system()} {platform.release()}"
