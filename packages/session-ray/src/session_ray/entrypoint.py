@@ -1,0 +1,217 @@
+"""`ray_entrypoint`: a function that restores a session context passed as ``_session_ctx=`` around its call.
+
+The same wrapper builder serves `session_ray.remote`, which adds per-call isolation: every call runs in its own
+copy of the worker's `contextvars.Context`, so nothing set by one call (a session, or any ContextVar) leaks into
+the next call on a reused worker or a threaded actor's thread (Ray issue #34327).
+"""
+
+from __future__ import annotations
+
+import contextvars
+import functools
+import inspect
+import sys
+from collections.abc import AsyncIterator, Callable, Generator
+from typing import Any, TypeVar, overload
+
+from session_ray.worker import CONTEXT_KWARG, LEGACY_CONTEXT_KWARG, restore_for_call
+
+__all__ = ["entrypoint_target", "make_wrapper", "ray_entrypoint"]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+_MARK = "__session_ray_entrypoint__"  # (original function, storage) on every wrapper built here
+_Kind = str  # "sync" | "async" | "gen" | "asyncgen"
+
+
+def _kind(fn: Callable[..., Any]) -> _Kind:
+    """How `fn` behaves when called; looks through decorators that hide a coroutine or generator function."""
+    candidates = (fn, inspect.unwrap(fn))
+    if any(inspect.iscoroutinefunction(c) for c in candidates):
+        return "async"
+    if any(inspect.isasyncgenfunction(c) for c in candidates):
+        return "asyncgen"
+    if any(inspect.isgeneratorfunction(c) for c in candidates):
+        return "gen"
+    return "sync"
+
+
+def _signature_with_context(fn: Callable[..., Any]) -> inspect.Signature | None:
+    """`fn`'s signature plus the keyword-only context parameters, so Ray's argument check accepts them."""
+    try:
+        sig = inspect.signature(fn)
+    except (TypeError, ValueError):
+        return None
+    params = list(sig.parameters.values())
+    names = {p.name for p in params}
+    extra = [
+        inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=None)
+        for name in (CONTEXT_KWARG, LEGACY_CONTEXT_KWARG)
+        if name not in names
+    ]
+    if not extra:
+        return sig
+    if params and params[-1].kind is inspect.Parameter.VAR_KEYWORD:
+        params[-1:-1] = extra
+    else:
+        params.extend(extra)
+    try:
+        return sig.replace(parameters=params)
+    except ValueError:
+        return None
+
+
+def _where(fn: Callable[..., Any]) -> str:
+    return f"session_ray ({getattr(fn, '__qualname__', repr(fn))})"
+
+
+def _run(fn: Callable[..., Any], ctx: Any, storage: Any, where: str, args: Any, kwargs: Any) -> Any:
+    if ctx is None:
+        return fn(*args, **kwargs)
+    with restore_for_call(ctx, storage, where=where):
+        return fn(*args, **kwargs)
+
+
+def _steps(
+    fn: Callable[..., Any], ctx: Any, storage: Any, where: str, args: Any, kwargs: Any
+) -> Generator[Any, Any, Any]:
+    """Drive the generator `fn(*args, **kwargs)` in a Context of its own, inside the restored session.
+
+    Every step runs in that one Context, so the session never shows in the consumer's context between steps.
+    """
+    run = contextvars.copy_context().run
+    session = run(restore_for_call, ctx, storage, where=where) if ctx is not None else None
+    if session is not None:
+        run(session.__enter__)
+    gen: Any = None
+    try:
+        gen = run(fn, *args, **kwargs)
+        while True:
+            try:
+                item = run(next, gen)
+            except StopIteration as stop:
+                return stop.value
+            yield item
+    finally:
+        try:
+            if gen is not None:
+                run(gen.close)  # a consumer that stops early: the generator's own cleanup still sees the session
+        finally:
+            if session is not None:
+                run(session.__exit__, *sys.exc_info())
+
+
+def make_wrapper(
+    fn: Callable[..., Any],
+    *,
+    storage: Any = None,
+    isolate: bool,
+    keep_wrapped: bool = True,
+) -> Callable[..., Any]:
+    """The function that takes ``_session_ctx=`` (or ``_otel_ctx=``) and runs `fn` inside that context.
+
+    `isolate`: run each call in its own copy of the current `contextvars.Context` (Ray workers, actors).
+    `keep_wrapped`: keep ``__wrapped__`` (Ray unwraps actor methods to read their signature, so the method
+    wrappers built for actors drop it and carry ``__signature__`` alone).
+    """
+    kind = _kind(fn)
+    where = _where(fn)
+    wrapper: Callable[..., Any]
+
+    if kind == "async":
+
+        async def async_wrapper(*args: Any, _session_ctx: Any = None, _otel_ctx: Any = None, **kwargs: Any) -> Any:
+            ctx = _session_ctx if _session_ctx is not None else _otel_ctx
+            if ctx is None:
+                return await fn(*args, **kwargs)
+            async with restore_for_call(ctx, storage, where=where):
+                return await fn(*args, **kwargs)
+
+        wrapper = async_wrapper
+
+    elif kind == "asyncgen":
+
+        async def asyncgen_wrapper(
+            *args: Any, _session_ctx: Any = None, _otel_ctx: Any = None, **kwargs: Any
+        ) -> AsyncIterator[Any]:
+            ctx = _session_ctx if _session_ctx is not None else _otel_ctx
+            if ctx is None:
+                async for item in fn(*args, **kwargs):
+                    yield item
+                return
+            async with restore_for_call(ctx, storage, where=where):
+                async for item in fn(*args, **kwargs):
+                    yield item
+
+        wrapper = asyncgen_wrapper
+
+    elif kind == "gen":
+
+        def gen_wrapper(
+            *args: Any, _session_ctx: Any = None, _otel_ctx: Any = None, **kwargs: Any
+        ) -> Generator[Any, Any, Any]:
+            ctx = _session_ctx if _session_ctx is not None else _otel_ctx
+            if ctx is None and not isolate:
+                return (yield from fn(*args, **kwargs))
+            return (yield from _steps(fn, ctx, storage, where, args, kwargs))
+
+        wrapper = gen_wrapper
+
+    elif isolate:
+
+        def isolated_wrapper(*args: Any, _session_ctx: Any = None, _otel_ctx: Any = None, **kwargs: Any) -> Any:
+            ctx = _session_ctx if _session_ctx is not None else _otel_ctx
+            return contextvars.copy_context().run(_run, fn, ctx, storage, where, args, kwargs)
+
+        wrapper = isolated_wrapper
+
+    else:
+
+        def sync_wrapper(*args: Any, _session_ctx: Any = None, _otel_ctx: Any = None, **kwargs: Any) -> Any:
+            ctx = _session_ctx if _session_ctx is not None else _otel_ctx
+            if ctx is None:
+                return fn(*args, **kwargs)
+            return contextvars.copy_context().run(_run, fn, ctx, storage, where, args, kwargs)
+
+        wrapper = sync_wrapper
+
+    functools.update_wrapper(wrapper, fn)
+    if not keep_wrapped:
+        delattr(wrapper, "__wrapped__")
+    signature = _signature_with_context(fn)
+    if signature is not None:
+        setattr(wrapper, "__signature__", signature)  # noqa: B010  (functions have no declared __signature__)
+    setattr(wrapper, _MARK, (fn, storage))
+    return wrapper
+
+
+def entrypoint_target(fn: Callable[..., Any]) -> tuple[Callable[..., Any], Any, bool]:
+    """``(original function, storage, had storage)`` of a `ray_entrypoint` wrapper, or `fn` itself."""
+    mark = getattr(fn, _MARK, None)
+    if mark is not None:
+        original, storage = mark
+        return original, storage, storage is not None
+    return fn, None, False
+
+
+@overload
+def ray_entrypoint(fn: F, /, *, storage: Any = None) -> F: ...
+
+
+@overload
+def ray_entrypoint(fn: None = None, /, *, storage: Any = None) -> Callable[[F], F]: ...
+
+
+def ray_entrypoint(fn: Callable[..., Any] | None = None, /, *, storage: Any = None) -> Any:
+    """Make `fn` restore a session context passed as ``_session_ctx=`` (or ``_otel_ctx=``) around its call.
+
+    Traces go to `storage` (a storage object or URL) when given, else the context's storage, opened by URL
+    once per process. Called without a context, `fn` runs unchanged. Works for sync and async functions, with
+    Ray (``ray.remote(ray_entrypoint(fn))``), plain calls and `multiprocessing` alike.
+    """
+    if fn is None:
+        return functools.partial(ray_entrypoint, storage=storage)
+    if not callable(fn):
+        raise TypeError(f"ray_entrypoint expects a function, got {type(fn).__name__}")
+    original, own_storage, _ = entrypoint_target(fn)
+    return make_wrapper(original, storage=storage if storage is not None else own_storage, isolate=False)

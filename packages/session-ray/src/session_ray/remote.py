@@ -1,0 +1,157 @@
+"""`remote`: a drop-in for ``ray.remote`` whose tasks and actors run inside the caller's session.
+
+Functions become genuine Ray remote functions and actor handles stay genuine Ray actor handles: the caller's
+context is added by a Ray invocation decorator at each ``.remote()`` (so ``.options(...)``, pickled handles and
+``ray.get_actor`` handles propagate too), and the worker-side wrapper restores it around the call, each call in a
+`contextvars.Context` of its own.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from typing import Any, overload
+
+from session_core import MissingOptionalDependency
+from session_ray.capture import compose, inject_checked, inject_unchecked, with_context
+from session_ray.entrypoint import entrypoint_target, make_wrapper
+
+__all__ = ["SessionActorClass", "remote"]
+
+_DECORATOR_ATTR = "__ray_invocation_decorator__"
+_WRAPPED_DUNDERS = frozenset({"__init__", "__call__"})
+
+
+def _import_ray() -> Any:
+    try:
+        import ray
+    except ImportError as exc:
+        raise MissingOptionalDependency("session_ray.remote", "ray", "session-ray", "ray") from exc
+    return ray
+
+
+def _decorate(wrapper: Callable[..., Any], fn: Callable[..., Any], checked: bool) -> None:
+    inject = inject_checked if checked else inject_unchecked
+    setattr(wrapper, _DECORATOR_ATTR, compose(inject, getattr(fn, _DECORATOR_ATTR, None)))
+
+
+def task_function(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """The worker-side function `remote` hands to ``ray.remote`` for the task `fn`."""
+    original, storage, own = entrypoint_target(fn)
+    wrapper = make_wrapper(original, storage=storage, isolate=True)
+    _decorate(wrapper, original, checked=not own)
+    return wrapper
+
+
+def _default_init(self: Any) -> None:
+    """Stands in for a class without ``__init__`` of its own, so actor creation can carry a context."""
+
+
+def _methods(cls: type) -> dict[str, Any]:
+    """Instance methods of `cls` (inherited too) that Ray exposes on a handle, by name."""
+    found: dict[str, Any] = {}
+    for name in dir(cls):
+        if name.startswith("__") and name not in _WRAPPED_DUNDERS:
+            continue
+        try:
+            raw = inspect.getattr_static(cls, name)
+        except AttributeError:
+            continue
+        if inspect.isfunction(raw):
+            found[name] = raw
+    if "__init__" not in found:
+        found["__init__"] = _default_init
+    return found
+
+
+def session_actor_class(cls: type) -> type:
+    """A subclass of `cls` whose methods restore the caller's context, for ``ray.remote`` to turn into an actor."""
+    namespace: dict[str, Any] = {}
+    for name, method in _methods(cls).items():
+        original, storage, own = entrypoint_target(method)
+        wrapper = make_wrapper(original, storage=storage, isolate=True, keep_wrapped=False)
+        if name == "__init__" and original is _default_init:
+            wrapper.__qualname__ = f"{cls.__qualname__}.__init__"
+        _decorate(wrapper, original, checked=not own)
+        namespace[name] = wrapper
+    namespace["__module__"] = cls.__module__
+    namespace["__qualname__"] = cls.__qualname__
+    namespace["__doc__"] = cls.__doc__
+    namespace["__session_ray_class__"] = cls
+    return type(cls.__name__, (cls,), namespace)
+
+
+class SessionActorClass:
+    """What `remote` returns for a class: Ray's actor class, creating actors inside the caller's session.
+
+    ``.remote(...)`` returns a genuine Ray actor handle whose method calls carry the caller's session;
+    ``.options(...)`` returns another `SessionActorClass`; anything else is Ray's actor class attribute.
+    """
+
+    __slots__ = ("_actor_class", "_checked")
+
+    def __init__(self, actor_class: Any, checked: bool = True) -> None:
+        self._actor_class = actor_class
+        self._checked = checked
+
+    def remote(self, *args: Any, **kwargs: Any) -> Any:
+        """Create the actor; its ``__init__`` runs inside the caller's session."""
+        return self._actor_class.remote(*args, **with_context(kwargs, self._checked))
+
+    def options(self, **actor_options: Any) -> SessionActorClass:
+        """Like Ray's ``ActorClass.options``: the same actor class with overridden options."""
+        return SessionActorClass(self._actor_class.options(**actor_options), self._checked)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self._actor_class(*args, **kwargs)  # Ray's own "use .remote()" error
+
+    def __getattr__(self, name: str) -> Any:
+        if name in SessionActorClass.__slots__:
+            raise AttributeError(name)
+        return getattr(self._actor_class, name)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (SessionActorClass, (self._actor_class, self._checked))
+
+    def __repr__(self) -> str:
+        return f"SessionActorClass({self._actor_class!r})"
+
+
+@overload
+def remote(fn_or_class: type, /, **ray_options: Any) -> SessionActorClass: ...
+
+
+@overload
+def remote(fn_or_class: Callable[..., Any], /, **ray_options: Any) -> Any: ...
+
+
+@overload
+def remote(fn_or_class: None = None, /, **ray_options: Any) -> Callable[[Any], Any]: ...
+
+
+def remote(fn_or_class: Any = None, /, **ray_options: Any) -> Any:
+    """Like ``ray.remote`` (``@remote``, ``@remote(num_cpus=1)``, ``remote(fn)``), following the caller's session.
+
+    The session current at each ``.remote()`` call (task, actor creation, actor method, ``.options(...)``, from
+    the driver or inside another worker) is restored around the call in the worker; calls made outside any
+    session run with none. A session whose storage lives in the calling process only raises
+    `session_core.StorageNotAddressable` at ``.remote()``. Raises `session_core.MissingOptionalDependency`
+    when Ray is not installed.
+    """
+    ray = _import_ray()
+    if fn_or_class is None:
+        return lambda target: remote(target, **ray_options)
+    if getattr(fn_or_class, "__ray_metadata__", None) is not None or hasattr(fn_or_class, "_function_descriptor"):
+        raise TypeError(
+            "session_ray.remote expects a plain function or class; apply it instead of ray.remote, not to "
+            "ray.remote's result"
+        )
+    if inspect.isclass(fn_or_class):
+        checked = not entrypoint_target(_methods(fn_or_class)["__init__"])[2]
+        target = session_actor_class(fn_or_class)
+        actor_class = ray.remote(**ray_options)(target) if ray_options else ray.remote(target)
+        return SessionActorClass(actor_class, checked)
+    if not callable(fn_or_class):
+        raise TypeError(f"session_ray.remote expects a function or a class, got {type(fn_or_class).__name__}")
+    function = task_function(fn_or_class)
+    return ray.remote(**ray_options)(function) if ray_options else ray.remote(function)
