@@ -1,0 +1,690 @@
+"""The ``session-sql`` inspect command on real SQLite files written by real sessions (and PostgreSQL when set).
+
+Most tests run ``main([...])`` in this process and read what it printed; some run the real command in a
+subprocess. ``--plain`` output is checked exactly in both variants; rich output only where rich is installed.
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from session_core import ContextVarSession, Trace, record_trace
+from session_storage_sql import SqliteSessionStorage, SqlSessionStorage, sqlite_url
+from session_storage_sql.cli import main
+from session_storage_sql.cli_args import CliError, parse_meta, parse_time, resolve_db
+from session_storage_sql.cli_format import clip, fmt_tokens, safe
+from session_storage_sql.cli_output import PlainOutput, make_output, rich_available
+
+HAS_RICH = rich_available()
+
+
+@dataclass
+class Db:
+    path: Path
+    url: str
+    uids: dict[str, str]
+    middle: float  # between the first rollout's sessions and the second's
+
+
+def populate(storage: Any) -> tuple[dict[str, str], float]:
+    """Two demo-like rollouts: nested named sessions, and a worker chain whose middle session is known by uid only."""
+    with ContextVarSession("rollout", storage=storage, task_id="task-1", rollout_idx=1) as root:
+        record_trace(name="rollout.result", input="task-1", output="42")
+        with ContextVarSession("agent", service="agent") as agent:
+            record_trace(
+                name="chat.completions",
+                model="gpt-x",
+                input=[{"role": "system", "content": "be brief"}, {"role": "user", "content": "hello there"}],
+                output="hi!",
+                tokens={"prompt": 3, "completion": 8, "total": 11},
+                latency_ms=12.34,
+            )
+            with ContextVarSession("judge", verdict=True) as judge:
+                record_trace(
+                    name="judge.score",
+                    model="judge-m",
+                    input="x" * 300,
+                    output="\x1b[31mred\x1b[0m line1\nline2",
+                    tokens=7,
+                )
+    middle = time.time()
+    with ContextVarSession("rollout", storage=storage, task_id="task-2", rollout_idx=2) as root2:
+        record_trace(name="rollout.result", input="task-2", output="41")
+    # A Ray-style worker: its session restored from a context, two levels below the root; the middle session
+    # ran in a process that recorded nothing, so the database knows it by uid only.
+    ray_task, worker = "7a1f" + "0" * 28, "7b2e" + "1" * 28
+    storage.add_trace([root2.uid, ray_task, worker], "rollout", Trace(name="tool.call", output="done", model="m2"))
+    uids = {"root": root.uid, "agent": agent.uid, "judge": judge.uid, "root2": root2.uid}
+    uids.update(ray_task=ray_task, worker=worker)
+    return uids, middle
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Db:
+    path = tmp_path / "sessions.db"
+    storage = SqliteSessionStorage(path)
+    try:
+        uids, middle = populate(storage)
+    finally:
+        storage.close()
+    return Db(path, sqlite_url(path), uids, middle)
+
+
+def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    code = main(list(args))
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def run_json(capsys: pytest.CaptureFixture[str], *args: str) -> Any:
+    code, out, err = run(capsys, *args)
+    assert (code, err) == (0, "")
+    return json.loads(out)
+
+
+def assert_user_error(result: tuple[int, str, str], *fragments: str) -> None:
+    code, out, err = result
+    assert code == 2, err
+    assert out == ""
+    assert err.endswith("\n") and err.count("\n") == 1, f"expected one line on stderr, got {err!r}"
+    assert "Traceback" not in err
+    for fragment in fragments:
+        assert fragment in err
+
+
+# -- ls -------------------------------------------------------------------------------------------------------
+def test_ls_lists_every_session_oldest_first_with_trace_counts(db: Db, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = run(capsys, "--db", str(db.path), "--plain", "ls")
+    assert (code, err) == (0, "")
+    lines = out.splitlines()
+    assert lines[0].split() == ["uid", "name", "parent", "created", "traces", "metadata"]
+    assert set(lines[1]) == {"-", " "}
+    rows = lines[2:-1]
+    assert lines[-1] == "6 sessions"
+    u = db.uids
+    assert [row.split()[0] for row in rows] == [
+        u[k][:12] for k in ("root", "agent", "judge", "root2", "ray_task", "worker")
+    ]
+    by_uid = {row.split()[0]: row for row in rows}
+    root_row = by_uid[u["root"][:12]]
+    assert "rollout" in root_row and "task_id=task-1 rollout_idx=1" in root_row
+    assert root_row.split()[4] == "3"  # created is two words: date and time
+    assert by_uid[u["agent"][:12]].split()[2] == u["root"][:12]  # parent column
+    assert "(unnamed)" in by_uid[u["ray_task"][:12]]
+    judge = by_uid[u["judge"][:12]]
+    assert judge.split()[5] == "1" and "verdict=true" in judge
+
+
+def test_ls_json_and_every_filter(db: Db, capsys: pytest.CaptureFixture[str]) -> None:
+    u = db.uids
+
+    def uids(*args: str) -> list[str]:
+        return [r["uid"] for r in run_json(capsys, "--db", db.url, "ls", "--json", *args)]
+
+    everything = run_json(capsys, "--db", db.url, "--json", "ls")
+    assert [r["uid"] for r in everything] == [u[k] for k in ("root", "agent", "judge", "root2", "ray_task", "worker")]
+    first = everything[0]
+    assert first["name"] == "rollout" and first["parent_uid"] is None and first["root_uid"] == u["root"]
+    assert first["metadata"] == {"task_id": "task-1", "rollout_idx": 1}
+    assert first["trace_count"] == 3 and isinstance(first["created_at"], float)
+    assert everything[4]["name"] is None and everything[4]["trace_count"] == 1
+
+    assert uids("--name", "judge") == [u["judge"]]
+    assert uids("--name", "rollout", "--roots") == [u["root"], u["root2"]]
+    assert uids("--roots") == [u["root"], u["root2"]]
+    assert uids("--meta", "rollout_idx=1") == [u["root"], u["agent"], u["judge"]]  # children inherit it
+    assert uids("--meta", 'rollout_idx="1"') == []  # a JSON string is not the number 1
+    assert uids("--meta", "task_id=task-2") == [u["root2"]]  # the worker recorded no metadata of its own
+    assert uids("--meta", "rollout_idx=1", "--meta", "service=agent") == [u["agent"], u["judge"]]
+    assert uids("--meta", "verdict=true") == [u["judge"]]
+    assert uids("--meta", "verdict=1") == []
+    assert uids("--limit", "2") == [u["root"], u["agent"]]
+    assert uids("--last", "2") == [u["ray_task"], u["worker"]]
+    assert uids("--last", "0") == []
+    assert uids("--since", "1h") == [u[k] for k in ("root", "agent", "judge", "root2", "ray_task", "worker")]
+    assert uids("--until", "1h") == []
+    assert uids("--since", "2d", "--roots", "--limit", "1") == [u["root"]]
+    middle = datetime.datetime.fromtimestamp(db.middle).isoformat()
+    assert uids("--since", middle) == [u["root2"], u["ray_task"], u["worker"]]
+    assert uids("--until", middle) == [u["root"], u["agent"], u["judge"]]
+    utc = datetime.datetime.fromtimestamp(db.middle, tz=datetime.timezone.utc).isoformat().replace("+00:00", "Z")
+    assert uids("--since", utc, "--roots") == [u["root2"]]
+
+
+def test_a_worker_session_stores_the_name_it_was_recorded_under(db: Db, capsys: pytest.CaptureFixture[str]) -> None:
+    # add_trace(chain, "rollout", ...) names the innermost session; the worker has no metadata of its own.
+    worker = run_json(capsys, "--db", db.url, "ls", "--json", "--name", "rollout", "--last", "1")
+    assert [w["uid"] for w in worker] == [db.uids["worker"]]
+
+
+def test_ls_quiet_prints_full_uids_for_scripts(db: Db, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, "ls", "--db", str(db.path), "-q", "--roots")
+    assert code == 0
+    assert out == f"{db.uids['root']}\n{db.uids['root2']}\n"
+
+
+def test_ls_with_no_match_says_so(db: Db, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, "--db", str(db.path), "--plain", "ls", "--name", "nothing-like-this")
+    assert (code, out) == (0, "no sessions match\n")
+    assert run_json(capsys, "--db", str(db.path), "ls", "--name", "nothing", "--json") == []
+
+
+def test_global_options_go_before_or_after_the_command(db: Db, capsys: pytest.CaptureFixture[str]) -> None:
+    before = run_json(capsys, "--db", str(db.path), "--json", "ls", "--roots")
+    after = run_json(capsys, "ls", "--roots", "--json", "--db", str(db.path))
+    assert before == after and len(before) == 2
+
+
+# -- tree -----------------------------------------------------------------------------------------------------
+def test_tree_shows_nesting_trace_counts_and_what_each_session_adds(db: Db, capsys: pytest.CaptureFixture[str]) -> None:
+    u = db.uids
+    code, out, err = run(capsys, "--db", str(db.path), "--plain", "tree", u["root"])
+    assert (code, err) == (0, "")
+    assert out.splitlines() == [
+        f"rollout {u['root'][:12]}  3 traces, 1 own  task_id=task-1 rollout_idx=1",
+        f"└── agent {u['agent'][:12]}  2 traces, 1 own  service=agent",
+        f"    └── judge {u['judge'][:12]}  1 trace  verdict=true",
+        "3 sessions, 3 traces",
+    ]
+
+
+def test_tree_of_a_worker_chain_shows_the_session_known_only_by_uid(db: Db, capsys: pytest.CaptureFixture[str]) -> None:
+    u = db.uids
+    code, out, _ = run(capsys, "--db", str(db.path), "--plain", "tree", u["root2"][:8])
+    assert code == 0
+    assert out.splitlines() == [
+        f"rollout {u['root2'][:12]}  2 traces, 1 own  task_id=task-2 rollout_idx=2",
+        f"└── (unnamed) {u['ray_task'][:12]}  1 trace",
+        f"    └── rollout {u['worker'][:12]}  1 trace",
+        "3 sessions, 2 traces",
+    ]
+
+
+def test_tree_of_an_inner_session_names_its_root(db: Db, capsys: pytest.CaptureFixture[str]) -> None:
+    u = db.uids
+    code, out, _ = run(capsys, "--db", str(db.path), "--plain", "tree", u["agent"])
+    assert code == 0
+    lines = out.splitlines()
+    # The top of the tree shows its whole merged metadata; the sessions below show what they add.
+    assert lines[0] == f"agent {u['agent'][:12]}  2 traces, 1 own  task_id=task-1 rollout_idx=1 service=agent"
+    assert lines[1] == f"└── judge {u['judge'][:12]}  1 trace  verdict=true"
+    assert (
+        lines[-1]
+        == f"2 sessions, 2 traces; part of the tree of root {u['root'][:12]} (session-sql tree {u['root'][:12]})"
+    )
+
+
+def test_tree_traces_lists_each_trace_under_the_session_that_recorded_it(
+    db: Db, capsys: pytest.CaptureFixture[str]
+) -> None:
+    u = db.uids
+    code, out, _ = run(capsys, "--db", str(db.path), "--plain", "tree", u["root"], "--traces")
+    assert code == 0
+    lines = out.splitlines()
+    assert lines[0].startswith(f"rollout {u['root'][:12]}")
+    assert lines[1].startswith("├── • ") and "rollout.result" in lines[1] and "task-1 → 42" in lines[1]
+    assert lines[2].startswith(f"└── agent {u['agent'][:12]}")
+    assert lines[3].startswith("    ├── • ") and "chat.completions gpt-x" in lines[3]
+    assert "[2 msgs] user: hello there → hi!" in lines[3]
+    assert lines[4].startswith(f"    └── judge {u['judge'][:12]}")
+    assert lines[5].startswith("        └── • ") and "judge.score judge-m" in lines[5]
+    assert "\x1b" not in out and "\\x1b[31mred" in lines[5]  # a terminal escape is shown, never sent
+
+
+def test_tree_json_is_the_nested_structure(db: Db, capsys: pytest.CaptureFixture[str]) -> None:
+    u = db.uids
+    tree = run_json(capsys, "--db", str(db.path), "--json", "tree", u["root"], "--traces")
+    assert (tree["uid"], tree["trace_count"], tree["own_trace_count"]) == (u["root"], 3, 1)
+    assert [t["name"] for t in tree["traces"]] == ["rollout.result"]
+    (agent,) = tree["children"]
+    assert (agent["uid"], agent["name"], agent["parent_uid"], agent["depth"]) == (u["agent"], "agent", u["root"], 2)
+    assert agent["metadata"] == {"task_id": "task-1", "rollout_idx": 1, "service": "agent"}
+    (judge,) = agent["children"]
+    assert (judge["trace_count"], judge["children"]) == (1, [])
+    assert judge["traces"][0]["tokens"] == 7
+    plain = run_json(capsys, "--db", str(db.path), "tree", u["root"], "--json")
+    assert "traces" not in plain and plain["children"][0]["uid"] == u["agent"]
+
+
+# -- show -----------------------------------------------------------------------------------------------------
+def test_show_lists_the_traces_with_time_model_tokens_latency_and_clipped_text(
+    db: Db, capsys: pytest.CaptureFixture[str]
+) -> None:
+    u = db.uids
+    code, out, err = run(capsys, "--db", str(db.path), "--plain", "show", u["root"])
+    assert (code, err) == (0, "")
+    lines = out.splitlines()
+    assert lines[0] == f"session {u['root']}"
+    fields = dict(line.split(None, 1) for line in lines[1:8])
+    assert fields == {
+        "name": "rollout",
+        "parent": "(root)",
+        "root": u["root"],
+        "depth": "1",
+        "created": fields["created"],
+        "metadata": "task_id=task-1 rollout_idx=1",
+        "traces": "3",
+    }
+    assert lines[9] == "3 traces, oldest first"
+    assert lines[10].split() == ["time", "session", "name", "model", "tokens", "ms", "input", "output"]
+    rows = lines[12:]
+    assert len(rows) == 3
+    assert rows[0].split()[1:3] == [u["root"][:12], "rollout.result"]
+    chat = rows[1]
+    assert u["agent"][:12] in chat and "gpt-x" in chat and "11 (3+8)" in chat and "12.3" in chat
+    assert "[2 msgs] user: hello there" in chat and chat.endswith("hi!")
+    judge = rows[2]
+    assert u["judge"][:12] in judge and "x" * 31 + "…" in judge and "x" * 33 not in judge
+    assert "\x1b" not in out and "\\x1b[31mred\\x1b[0m line1 line2" in judge
+    time_cell = rows[0].split()[0]
+    assert len(time_cell) == len("12:00:00.000")  # all on one day: the date is left out
+
+
+def test_show_full_prints_every_field_untruncated(db: Db, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, "--db", str(db.path), "--plain", "show", db.uids["judge"], "--full")
+    assert code == 0
+    assert "trace 1/1  judge.score" in out
+    body = out[out.index("{") :]
+    data = json.loads(body)
+    assert data["input"] == "x" * 300 and data["tokens"] == 7 and data["model"] == "judge-m"
+    assert data["output"] == "\x1b[31mred\x1b[0m line1\nline2"  # JSON-escaped on screen, exact when parsed
+    assert "\x1b" not in out
+
+
+def test_show_json_has_the_session_and_its_traces(db: Db, capsys: pytest.CaptureFixture[str]) -> None:
+    data = run_json(capsys, "--db", str(db.path), "--json", "show", db.uids["agent"][:10])
+    assert data["session"]["uid"] == db.uids["agent"] and data["session"]["trace_count"] == 2
+    traces = [Trace.from_dict(t) for t in data["traces"]]
+    assert [t.name for t in traces] == ["chat.completions", "judge.score"]
+    assert traces[0].tokens == {"prompt": 3, "completion": 8, "total": 11} and traces[0].latency_ms == 12.34
+
+
+def test_show_a_session_without_traces(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "empty-session.db"
+    storage = SqliteSessionStorage(path)
+    with ContextVarSession("waiting", storage=storage, step=0) as session:
+        storage.save_context(session.to_context())
+    storage.close()
+    code, out, _ = run(capsys, "--db", str(path), "--plain", "show", session.uid)
+    assert code == 0
+    assert out.splitlines()[-1].split() == ["traces", "0"]
+    assert run_json(capsys, "--db", str(path), "--json", "show", session.uid)["traces"] == []
+
+
+# -- export ---------------------------------------------------------------------------------------------------
+def test_export_jsonl_round_trips_through_trace_from_dict(db: Db, capsys: pytest.CaptureFixture[str]) -> None:
+    storage = SqliteSessionStorage(db.path)
+    expected = storage.get_traces(db.uids["root"])
+    storage.close()
+    code, out, err = run(capsys, "--db", str(db.path), "export", db.uids["root"])
+    assert (code, err) == (0, "")
+    lines = out.splitlines()
+    assert len(lines) == 3
+    assert [Trace.from_dict(json.loads(line)) for line in lines] == expected
+
+
+def test_export_to_a_file_and_as_one_json_document(db: Db, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    target = tmp_path / "out" / "agent.jsonl"
+    target.parent.mkdir()
+    code, out, err = run(capsys, "--db", str(db.path), "export", db.uids["agent"][:7], "--output", str(target))
+    assert (code, out) == (0, "")
+    assert err == f"wrote 2 traces of session {db.uids['agent']} to {target}\n"
+    traces = [Trace.from_dict(json.loads(line)) for line in target.read_text(encoding="utf-8").splitlines()]
+    assert [t.name for t in traces] == ["chat.completions", "judge.score"]
+    assert traces[1].output == "\x1b[31mred\x1b[0m line1\nline2"
+
+    code, out, _ = run(capsys, "--db", str(db.path), "export", db.uids["agent"], "--format", "json")
+    assert code == 0
+    document = json.loads(out)
+    assert document["session"]["uid"] == db.uids["agent"] and document["session"]["name"] == "agent"
+    assert [Trace.from_dict(t) for t in document["traces"]] == traces
+
+    assert_user_error(
+        run(capsys, "--db", str(db.path), "export", db.uids["agent"], "-o", str(tmp_path / "missing" / "x.jsonl")),
+        "cannot write",
+    )
+
+
+# -- stats ----------------------------------------------------------------------------------------------------
+def test_stats_counts_sessions_traces_names_and_size(db: Db, capsys: pytest.CaptureFixture[str]) -> None:
+    data = run_json(capsys, "--db", str(db.path), "stats", "--json")
+    assert data["url"] == db.url and data["dialect"] == "sqlite" and data["schema_version"] == 1
+    assert (data["sessions"], data["roots"], data["unnamed"], data["traces"]) == (6, 2, 1, 5)
+    assert data["top_names"] == [
+        {"name": "rollout", "sessions": 3},
+        {"name": None, "sessions": 1},
+        {"name": "agent", "sessions": 1},
+        {"name": "judge", "sessions": 1},
+    ]
+    assert data["first_session_at"] <= db.middle < data["last_session_at"]
+    assert data["first_trace_at"] <= db.middle < data["last_trace_at"]
+    wal = Path(f"{db.path}-wal")
+    assert data["size_bytes"] == db.path.stat().st_size + (wal.stat().st_size if wal.exists() else 0)
+
+    code, out, _ = run(capsys, "--db", str(db.path), "--plain", "stats", "--top", "1")
+    assert code == 0
+    lines = out.splitlines()
+    assert lines[0] == "database"
+    assert lines[1].split() == ["url", db.url]
+    assert "sessions          6 (2 roots; 5 named, 1 known only by uid)" in out
+    assert lines[-4:] == ["top session names", "name     sessions", "-------  --------", "rollout         3"]
+
+
+# -- uids -----------------------------------------------------------------------------------------------------
+def test_uid_prefixes_like_git(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "prefixes.db"
+    storage = SqliteSessionStorage(path)
+    for uid in ("feedface1000", "feedface2000", "feedbeef3000", "feedbeef"):
+        storage.add_trace([uid], f"s-{uid}", Trace(name="t"))
+    storage.close()
+    show = ("--db", str(path), "--json", "show")
+    assert run_json(capsys, *show, "feedface1000")["session"]["uid"] == "feedface1000"
+    assert run_json(capsys, *show, "feedface1")["session"]["uid"] == "feedface1000"
+    assert run_json(capsys, *show, "feedbeef")["session"]["uid"] == "feedbeef"  # a whole uid wins over a prefix
+    assert run_json(capsys, *show, "feedbeef3")["session"]["uid"] == "feedbeef3000"
+    assert_user_error(run(capsys, *show, "feedface"), "'feedface' is ambiguous", "feedface1000, feedface2000")
+    assert_user_error(run(capsys, *show, "feed"), "at least 6 characters")
+    assert_user_error(run(capsys, *show, "FEEDFACE1"), "no session with uid or uid prefix")  # case matters
+    assert_user_error(run(capsys, *show, "eedface1"), "no session with uid or uid prefix 'eedface1'")
+    assert_user_error(run(capsys, "--db", str(path), "tree", "fee%ace"), "no session")  # LIKE wildcards are literal
+    assert_user_error(run(capsys, "--db", str(path), "export", "   "), "empty session uid")
+
+
+# -- errors ---------------------------------------------------------------------------------------------------
+def test_a_missing_database_is_an_error_and_is_never_created(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    missing = tmp_path / "nope.db"
+    for command in (["ls"], ["tree", "abcdef12"], ["show", "abcdef12"], ["export", "abcdef12"], ["stats"]):
+        assert_user_error(run(capsys, "--db", str(missing), *command), f"no session database at {missing}")
+        assert_user_error(run(capsys, "--db", f"sqlite:///{missing}", *command), "does not exist")
+    assert list(tmp_path.iterdir()) == []
+    assert_user_error(run(capsys, "--db", str(tmp_path), "ls"), "is a directory")
+
+
+def test_files_that_are_not_session_databases(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    text = tmp_path / "notes.txt"
+    text.write_text("hello, not a database\n" * 100)
+    assert_user_error(run(capsys, "--db", str(text), "ls"), "cannot open", "file is not a database")
+    empty = tmp_path / "empty.db"
+    empty.touch()
+    assert_user_error(run(capsys, "--db", str(empty), "stats"), "is not a session database")
+    assert empty.stat().st_size == 0  # still empty: no tables were created in it
+    assert_user_error(run(capsys, "--db", "sqlite://", "ls"), "in-memory")
+    assert_user_error(run(capsys, "--db", "mysql://db/x", "ls"), "SQLite or PostgreSQL")
+
+
+def test_bad_arguments_are_one_line_errors(db: Db, capsys: pytest.CaptureFixture[str]) -> None:
+    d = ("--db", str(db.path))
+    assert_user_error(run(capsys, *d, "ls", "--meta", "no-equals-sign"), "bad --meta filter 'no-equals-sign'")
+    assert_user_error(run(capsys, *d, "ls", "--meta", "=3"), "expected key=value")
+    assert_user_error(run(capsys, *d, "ls", "--since", "yesterday"), "bad --since value 'yesterday'", "ISO 8601")
+    assert_user_error(run(capsys, *d, "ls", "--until", "5 parsecs"), "bad --until value")
+    assert_user_error(run(capsys, *d, "ls", "--limit", "-1"), "expected zero or more")
+    assert_user_error(run(capsys, *d, "ls", "--limit", "ten"), "expected a whole number")
+    assert_user_error(run(capsys, *d, "ls", "--limit", "1", "--last", "1"), "not allowed with")
+    assert_user_error(run(capsys, *d, "export", db.uids["root"], "--format", "csv"), "invalid choice")
+    assert_user_error(run(capsys, *d, "frobnicate"), "invalid choice")
+    assert_user_error(run(capsys, *d), "required")
+    assert_user_error(run(capsys, *d, "show"), "UID")
+    assert_user_error(run(capsys, *d, "show", "0123456789abcdef"), "no session with uid or uid prefix")
+
+
+def test_postgresql_without_its_extra_or_its_server_is_a_one_line_error(capsys: pytest.CaptureFixture[str]) -> None:
+    url = "postgresql://nobody@127.0.0.1:1/nothing"  # port 1: refused at once
+    if importlib.util.find_spec("psycopg") is None:  # the bare variant
+        assert_user_error(run(capsys, "--db", url, "ls"), 'pip install "session-storage-sql[postgres]"')
+    else:
+        assert_user_error(run(capsys, "--db", url, "ls"), "cannot open postgresql+psycopg://nobody@127.0.0.1:1/nothing")
+
+
+def test_bad_filters_fail_before_the_database_is_opened(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert_user_error(run(capsys, "--db", str(tmp_path / "missing.db"), "ls", "--meta", "x"), "bad --meta filter")
+
+
+def test_help_and_version_exit_zero(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, "--help")
+    assert code == 0 and "session-sql" in out and "ls" in out and "export" in out
+    code, out, _ = run(capsys, "ls", "--help")
+    assert code == 0 and "--meta KEY=VALUE" in out and "--since WHEN" in out
+    code, out, _ = run(capsys, "--version")
+    assert code == 0 and out.startswith("session-sql (session-storage-sql ")
+
+
+# -- read-only, defaults --------------------------------------------------------------------------------------
+def test_inspecting_never_changes_the_database_file(db: Db, capsys: pytest.CaptureFixture[str]) -> None:
+    def digest() -> str:
+        return hashlib.sha256(db.path.read_bytes()).hexdigest()
+
+    before = digest()
+    for args in (["ls"], ["tree", db.uids["root"], "--traces"], ["show", db.uids["root"]], ["stats"]):
+        assert run(capsys, "--db", str(db.path), *args)[0] == 0
+    assert run(capsys, "--db", str(db.path), "export", db.uids["root"])[0] == 0
+    assert digest() == before
+
+
+def test_the_default_database(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert_user_error(run(capsys, "ls"), f"no session database at {Path.cwd() / 'sessions.db'}")
+    assert not (tmp_path / "sessions.db").exists()
+
+    storage = SqliteSessionStorage("sessions.db")  # what SqlSessionStorage() opens here by default
+    with ContextVarSession("plain", storage=storage):
+        record_trace(name="t")
+    storage.close()
+    assert [r["name"] for r in run_json(capsys, "ls", "--json")] == ["plain"]
+
+    demo = SqliteSessionStorage("session-demo.db")  # what the demo writes: preferred when present
+    with ContextVarSession("rollout", storage=demo, task_id="task-0", rollout_idx=0):
+        record_trace(name="t")
+    demo.close()
+    assert [r["name"] for r in run_json(capsys, "ls", "--json")] == ["rollout"]
+    assert run_json(capsys, "stats", "--json")["url"] == sqlite_url(Path.cwd() / "session-demo.db")
+
+    monkeypatch.setenv("SESSION_STORAGE_URL", sqlite_url(tmp_path / "sessions.db"))
+    assert [r["name"] for r in run_json(capsys, "ls", "--json")] == ["plain"]
+    monkeypatch.setenv("SESSION_STORAGE_URL", "sessions.db")  # a path works there too
+    assert [r["name"] for r in run_json(capsys, "ls", "--json")] == ["plain"]
+    assert [r["name"] for r in run_json(capsys, "--db", "session-demo.db", "ls", "--json")] == ["rollout"]
+
+
+def test_a_path_with_url_characters_opens_that_very_file(
+    db: Db, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    odd = tmp_path / "runs?v=2#x %41"
+    odd.mkdir()
+    target = odd / "s.db"
+    target.write_bytes(db.path.read_bytes())
+    assert [r["uid"] for r in run_json(capsys, "--db", str(target), "ls", "--roots", "--json")] == [
+        db.uids["root"],
+        db.uids["root2"],
+    ]
+    assert_user_error(run(capsys, "--db", str(odd / "other.db"), "ls"), f"no session database at {odd / 'other.db'}")
+
+
+def test_resolve_db(tmp_path: Path) -> None:
+    here = Path("/srv/app")
+    assert resolve_db("sqlite:////x/y.db", {}, here) == "sqlite:////x/y.db"
+    assert resolve_db("data/s.db", {}, here) == Path("/srv/app/data/s.db")
+    assert resolve_db("a?b#c%41.db", {}, here) == Path("/srv/app/a?b#c%41.db")  # a path stays a path
+    assert resolve_db("/abs/s.db", {"SESSION_STORAGE_URL": "sqlite:////other.db"}, here) == Path("/abs/s.db")
+    assert resolve_db(None, {"SESSION_STORAGE_URL": "postgresql://u@h/db"}, here) == "postgresql://u@h/db"
+    assert resolve_db(None, {"SESSION_STORAGE_URL": "t.db"}, here) == Path("/srv/app/t.db")
+    assert resolve_db(None, {}, here) == Path("/srv/app/sessions.db")
+    (tmp_path / "session-demo.db").touch()
+    assert resolve_db(None, {}, tmp_path) == tmp_path / "session-demo.db"
+    with pytest.raises(CliError, match="--db is empty"):
+        resolve_db("  ", {}, here)
+
+
+def test_parse_meta_and_time() -> None:
+    assert parse_meta(["a=1", "b=true", "c=null", 'd="1"', "e=text", "f=", "g=[1, 2]", "h=a=b", "a=2.5"]) == {
+        "a": 2.5,
+        "b": True,
+        "c": None,
+        "d": "1",
+        "e": "text",
+        "f": "",
+        "g": [1, 2],
+        "h": "a=b",
+    }
+    now = 1_700_000_000.0
+    assert parse_time("30m", "--since", now) == now - 1800
+    assert parse_time("1h", "--since", now) == now - 3600
+    assert parse_time("2d", "--since", now) == now - 2 * 86400
+    assert parse_time(" 1.5 hrs ", "--since", now) == now - 5400
+    assert parse_time("1w", "--since", now) == now - 7 * 86400
+    assert parse_time("2024-05-01T12:00:00+00:00", "--since") == 1714564800.0
+    assert parse_time("2024-05-01T12:00:00Z", "--since") == 1714564800.0
+    assert parse_time("2024-05-01", "--since") == datetime.datetime(2024, 5, 1).timestamp()
+    for bad in ("", "soon", "10", "1y", "2024-13-01"):
+        with pytest.raises(CliError, match="bad --until value"):
+            parse_time(bad, "--until")
+
+
+def test_display_helpers_keep_terminals_safe() -> None:
+    assert safe("a\nb\t\tc") == "a b c"
+    assert safe("\x1b[2J\x07\u202e") == "\\x1b[2J\\x07\\u202e"
+    assert clip("abcdef", 4) == "abc…" and clip({"k": [1, 2]}, 0) == '{"k":[1,2]}'
+    assert fmt_tokens(7) == "7" and fmt_tokens(None) == ""
+    assert fmt_tokens({"prompt": 3, "completion": 8, "total": 11}) == "11 (3+8)"
+    assert fmt_tokens({"prompt_tokens": 3, "completion_tokens": 4}) == "7 (3+4)"
+    assert fmt_tokens({"total": 5}) == "5" and fmt_tokens({"weird": 1}) == '{"weird":1}'
+
+
+# -- output variants ------------------------------------------------------------------------------------------
+def test_without_rich_the_output_is_plain_text(db: Db, capsys: pytest.CaptureFixture[str]) -> None:
+    """What a bare install prints (no extras): the same plain tables. With rich, --plain asks for them."""
+    out_obj = make_output()
+    assert isinstance(out_obj, PlainOutput) is (not HAS_RICH)
+    args = ["--db", str(db.path), "ls", "--roots"] + ([] if not HAS_RICH else ["--plain"])
+    code, out, _ = run(capsys, *args)
+    assert code == 0
+    lines = out.splitlines()
+    assert lines[0].split() == ["uid", "name", "parent", "created", "traces", "metadata"] and lines[1].startswith("---")
+    assert lines[-1] == "2 sessions"
+
+
+def test_rich_tables_and_trees(db: Db, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("rich")
+    monkeypatch.setenv("COLUMNS", "200")  # the page width rich lays out for when the output is not a terminal
+    u = db.uids
+    code, out, _ = run(capsys, "--db", str(db.path), "ls")
+    assert code == 0
+    assert "─" in out and u["root"][:12] in out and "task_id=task-1 rollout_idx=1" in out and "6 sessions" in out
+    assert "\x1b[" not in out  # not a terminal: no colors
+    code, out, _ = run(capsys, "--db", str(db.path), "tree", u["root"], "--traces")
+    assert code == 0
+    assert f"└── agent {u['agent'][:12]}  2 traces, 1 own  service=agent" in out
+    assert "judge.score judge-m" in out and "\\x1b[31mred" in out and "\x1b[31m" not in out
+    code, out, _ = run(capsys, "--db", str(db.path), "show", u["root"])
+    assert code == 0
+    assert f"session {u['root']}" in out and "11 (3+8)" in out and "[2 msgs] user: hello there" in out
+    code, out, _ = run(capsys, "--db", str(db.path), "stats")
+    assert code == 0 and "known only by uid" in out and "top session names" in out
+    # Markup in stored text is shown literally, never interpreted.
+    path = db.path.parent / "markup.db"
+    storage = SqliteSessionStorage(path)
+    with ContextVarSession("[bold red]x[/]", storage=storage, note="[link=http://e.x]y[/link]"):
+        record_trace(name=":smile: [b]", output="[red]z")
+    storage.close()
+    code, out, _ = run(capsys, "--db", str(path), "ls")
+    assert "[bold red]x[/]" in out and "[link=http://e.x]y[/link]" in out
+
+
+# -- subprocesses ---------------------------------------------------------------------------------------------
+def _env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k != "SESSION_STORAGE_URL"}
+    env["PYTHONIOENCODING"] = "utf-8"
+    return env
+
+
+def test_python_dash_m_runs_the_command(db: Db, tmp_path: Path) -> None:
+    command = [sys.executable, "-m", "session_storage_sql.cli", "--db", str(db.path)]
+    done = subprocess.run(
+        [*command, "--json", "tree", db.uids["root"][:8]], capture_output=True, text=True, env=_env(), timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["children"][0]["uid"] == db.uids["agent"]
+    missing = subprocess.run(
+        [sys.executable, "-m", "session_storage_sql.cli", "--db", str(tmp_path / "gone.db"), "stats"],
+        capture_output=True,
+        text=True,
+        env=_env(),
+        timeout=60,
+    )
+    assert missing.returncode == 2 and missing.stdout == ""
+    assert missing.stderr.count("\n") == 1 and "no session database" in missing.stderr
+    assert not (tmp_path / "gone.db").exists()
+
+
+def test_the_installed_console_script(db: Db, tmp_path: Path) -> None:
+    script = Path(sys.executable).parent / ("session-sql.exe" if os.name == "nt" else "session-sql")
+    if not script.exists():
+        pytest.skip(f"the session-sql console script is not installed next to {sys.executable}")
+    done = subprocess.run(
+        [str(script), "export", db.uids["root"], "--db", str(db.path)], capture_output=True, text=True, env=_env()
+    )
+    assert done.returncode == 0, done.stderr
+    assert [Trace.from_dict(json.loads(line)).name for line in done.stdout.splitlines()] == [
+        "rollout.result",
+        "chat.completions",
+        "judge.score",
+    ]
+    bad = subprocess.run([str(script), "--db", str(db.path), "ls", "--since", "later"], capture_output=True, text=True)
+    assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "Traceback" not in bad.stderr
+
+
+# -- PostgreSQL -----------------------------------------------------------------------------------------------
+def test_postgresql_database(postgres_url: str, capsys: pytest.CaptureFixture[str]) -> None:
+    storage = SqlSessionStorage(postgres_url)
+    try:
+        uids, _ = populate(storage)
+    finally:
+        storage.close()
+    d = ("--db", postgres_url)
+    assert [r["uid"] for r in run_json(capsys, *d, "ls", "--json", "--roots")] == [uids["root"], uids["root2"]]
+    assert [
+        r["uid"] for r in run_json(capsys, *d, "ls", "--json", "--meta", "rollout_idx=1", "--meta", "verdict=true")
+    ] == [uids["judge"]]
+    tree = run_json(capsys, *d, "--json", "tree", uids["root"][:9])
+    assert tree["trace_count"] == 3 and tree["children"][0]["children"][0]["uid"] == uids["judge"]
+    code, out, _ = run(capsys, *d, "export", uids["agent"])
+    assert code == 0 and [Trace.from_dict(json.loads(x)).name for x in out.splitlines()] == [
+        "chat.completions",
+        "judge.score",
+    ]
+    stats = run_json(capsys, *d, "stats", "--json")
+    assert stats["dialect"] == "postgresql" and (stats["sessions"], stats["traces"]) == (6, 5)
+    assert stats["size_bytes"] > 0 and stats["url"].startswith("postgresql+psycopg://postgres@")
+    assert_user_error(run(capsys, *d, "show", "7a1f"), "at least 6 characters")
+    assert_user_error(run(capsys, *d, "show", "7a1f%%"), "no session")
+    assert run_json(capsys, *d, "show", "7a1f00", "--json")["session"]["uid"] == uids["ray_task"]
+
+
+def test_a_postgresql_database_without_session_tables_is_not_changed(
+    postgres_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert_user_error(run(capsys, "--db", postgres_url, "ls"), "is not a session database")
+    from sqlalchemy import create_engine, inspect
+
+    engine = create_engine(postgres_url.replace("postgresql://", "postgresql+psycopg://", 1))
+    try:
+        with engine.connect() as conn:
+            assert inspect(conn).get_table_names() == []
+    finally:
+        engine.dispose()
