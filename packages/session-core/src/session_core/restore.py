@@ -8,7 +8,7 @@ from typing import Any
 
 from session_core.context import validate_context
 from session_core.registry import get_backend
-from session_core.session import ContextVarSession
+from session_core.session import BaseSession, ContextVarSession
 
 __all__ = ["restore_session"]
 
@@ -37,4 +37,6 @@ def restore_session(ctx: Mapping[str, Any], storage: Any = None, *, backend: str
                 "ContextVarSession (same uid chain and metadata)",
                 name,
             )
+    if isinstance(cls, type) and issubclass(cls, BaseSession):
+        return cls._from_valid_context(valid, storage, **metadata)
     return cls.from_context(valid, storage=storage, **metadata)

@@ -108,7 +108,11 @@ class BaseSession:
         Storage: `storage`, else the one named by the context's ``storage_url``, else the default.
         Raises `InvalidSessionContext` when `ctx` is malformed.
         """
-        valid = validate_context(ctx)
+        return cls._from_valid_context(validate_context(ctx), storage, **metadata)
+
+    @classmethod
+    def _from_valid_context(cls: type[_S], valid: dict[str, Any], storage: Any = None, **metadata: Any) -> _S:
+        """`from_context` for a context `validate_context` already returned (skips checking it twice)."""
         session = cls.__new__(cls)
         BaseSession.__init__(session, valid["name"], storage, **metadata)
         session._parent = None
