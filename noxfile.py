@@ -35,6 +35,7 @@ class Package:
     path: Path
     module: str
     extras: dict[str, list[str]] = field(default_factory=dict)
+    dependencies: list[str] = field(default_factory=list)
     test_group: list[str] = field(default_factory=list)
 
     @property
@@ -57,6 +58,7 @@ def _discover() -> dict[str, Package]:
             path=pyproject.parent.relative_to(ROOT),
             module=name.replace("-", "_"),
             extras=dict(project.get("optional-dependencies", {})),
+            dependencies=list(project.get("dependencies", [])),
             test_group=list(data.get("dependency-groups", {}).get("test", [])),
         )
     return found
@@ -129,6 +131,7 @@ def _assert_absent(session: nox.Session, pkg: Package) -> None:
 
 
 _IMPORT_NAMES = {
+    "opentelemetry-api": "opentelemetry.baggage",
     "opentelemetry-sdk": "opentelemetry.sdk",
     "opentelemetry-instrumentation-requests": "opentelemetry.instrumentation.requests",
     "opentelemetry-instrumentation-httpx": "opentelemetry.instrumentation.httpx",
@@ -213,6 +216,14 @@ def _install_combinations() -> list[list[str]]:
     return combos
 
 
+def _absent_modules(combo: list[str]) -> set[str]:
+    """Third-party modules that must not be importable with `combo` installed without extras."""
+    wanted = {_import_name(d) for n in combo for d in PACKAGES[n].dependencies if not d.startswith("session-")}
+    others = {_import_name(d) for p in PACKAGES.values() for d in p.dependencies if not d.startswith("session-")}
+    extras = {_import_name(r) for p in PACKAGES.values() for e in p.real_extras for r in p.extras[e]}
+    return (others | extras) - wanted
+
+
 @nox.session(python=DEFAULT)
 def install_check(session: nox.Session) -> None:
     """Fresh venvs with built wheels only: each package alone and common combinations; absent means absent."""
@@ -228,7 +239,11 @@ def install_check(session: nox.Session) -> None:
             py = str(venv / "bin" / "python")
             wheels = [str(next(dist.glob(f"{PACKAGES[n].module}-*.whl"))) for n in combo]
             session.run("uv", "pip", "install", "-q", "--python", py, *wheels, external=True)
-            session.run(py, str(checker), json.dumps(combo), json.dumps(list(PACKAGES)), external=True)
+            absent = sorted(_absent_modules(combo))
+            session.log(f"{'+'.join(combo)}: must be absent: {', '.join(absent)}")
+            session.run(
+                py, str(checker), json.dumps(combo), json.dumps(list(PACKAGES)), json.dumps(absent), external=True
+            )
 
 
 @nox.session(python=DEFAULT)

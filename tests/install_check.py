@@ -1,8 +1,9 @@
 """Run inside a fresh venv holding only built wheels (see `nox -s install_check`).
 
-argv: JSON list of the distributions installed, JSON list of every distribution of the monorepo. Checks each
-installed package imports with its public API, each absent one is really absent, session-core alone pulls in
-nothing else, and a session records a trace.
+argv: JSON list of the distributions installed, JSON list of every distribution of the monorepo, JSON list of
+third-party modules that must be absent (other packages' dependencies, every extra). Checks each installed
+package imports with its public API, each absent one is really absent, session-core alone pulls in nothing
+else, and a session records a trace.
 """
 
 from __future__ import annotations
@@ -17,7 +18,15 @@ import sys
 def main() -> int:
     installed: list[str] = json.loads(sys.argv[1])
     everything: list[str] = json.loads(sys.argv[2])
+    must_be_absent: list[str] = json.loads(sys.argv[3]) if len(sys.argv) > 3 else []
     problems = []
+    for module in must_be_absent:
+        try:
+            found = importlib.util.find_spec(module) is not None
+        except ModuleNotFoundError:  # a parent package is missing
+            found = False
+        if found:
+            problems.append(f"{module} is importable, but nothing installed here should bring it in")
     for dist in everything:
         module = dist.replace("-", "_")
         present = importlib.util.find_spec(module) is not None
