@@ -33,3 +33,10 @@ def test_every_included_snippet_exists() -> None:
         if not (ROOT / ref).exists()
     ]
     assert missing == []
+    mangled = [
+        f"{page.relative_to(ROOT)}: {line!r}"
+        for page in pages
+        for line in page.read_text().splitlines()
+        if line.startswith("--8") and not SNIPPET.fullmatch(line.strip())
+    ]
+    assert mangled == [], "snippet lines that mkdocs would not include"

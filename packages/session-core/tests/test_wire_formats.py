@@ -340,3 +340,13 @@ def test_validate_context_raises_only_invalid_session_context(ctx):
         return
     assert validate_context(valid) == valid
     json.dumps(valid)
+
+
+@pytest.mark.parametrize("value", ["1e999", "NaN", "-Infinity", "[" * 40 + "]" * 40])
+def test_baggage_refuses_json_that_contexts_do_not_allow(value):
+    from urllib.parse import quote
+
+    header = f"session.v=1,session.name=n,session.uids=abc,session.m.k={quote(value)}"
+    assert decode_baggage(header) is None
+    with pytest.raises(InvalidSessionContext, match="metadata"):
+        decode_baggage(header, strict=True)

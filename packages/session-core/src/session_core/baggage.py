@@ -200,6 +200,7 @@ def _from_items(
                 metadata[mkey] = _parse_json_value(str(v))
             except (ValueError, RecursionError):
                 raise _Refused(f"metadata member {mkey[:64]!r} is not JSON") from None
+    metadata = _checked_metadata(metadata)  # JSON allows what contexts do not: NaN, 1e999, deep nesting
     ctx: dict[str, Any] = {"v": CONTEXT_VERSION, "name": name, "uid_chain": uids.split("."), "metadata": metadata}
     if items.get("session.ref") == "1":
         ctx["metadata"] = _load_reference(ctx["uid_chain"][-1], storage)

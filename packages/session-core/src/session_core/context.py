@@ -110,8 +110,12 @@ def _checked_metadata(metadata: Any, wrap: bool = True) -> dict[str, Any]:
     if len(metadata) > MAX_METADATA_KEYS:
         raise _bad("metadata", f"has {len(metadata)} keys, over the limit of {MAX_METADATA_KEYS}")
     plain = _PLAIN
+    isfinite = math.isfinite
     for key, value in metadata.items():
-        if type(key) is not str or type(value) not in plain:
+        if type(key) is not str:
+            break
+        t = type(value)
+        if t not in plain and (t is not float or not isfinite(value)):
             break
     else:
         return dict(metadata)  # fast path: flat metadata of plain scalars

@@ -1,0 +1,135 @@
+"""`SessionMiddleware`: pure ASGI (FastAPI, Starlette, any ASGI app), no framework dependency.
+
+HTTP requests run inside a child of the caller's session for the whole ``await app(...)``, so a streaming
+response's body is produced inside the session too. Lifespan and websocket scopes pass through untouched.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+from session_http.incoming import Incoming, SessionFactory, has_session_members
+from session_http.pathslug import META_SEGMENT, raw_path_without
+
+__all__ = ["SessionMiddleware"]
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+STATE_KEY = "session_metadata"
+
+
+class SessionMiddleware:
+    """Run each HTTP request inside a child of the session its ``baggage`` header (or path slug) carries.
+
+    The metadata is exposed as ``scope["state"]["session_metadata"]`` (Starlette/FastAPI:
+    ``request.state.session_metadata``; ``{}`` without a context). `storage`: where the child sessions write
+    (default ``$SESSION_STORAGE_URL``, else one in-memory storage for this middleware). `strict`: answer 400 to a
+    malformed or refused context instead of running without a session. `signing_key` (or
+    ``$SESSION_SIGNING_KEY``): refuse unsigned, forged and tampered contexts. `session_factory(ctx, storage)`:
+    build the session yourself (default `session_core.restore_session`).
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        storage: Any = None,
+        strict: bool = False,
+        signing_key: str | bytes | None = None,
+        session_factory: SessionFactory | None = None,
+    ) -> None:
+        self.app = app
+        self.incoming = Incoming(storage, strict, signing_key, session_factory)
+        self._known = self.incoming.known  # the decoded-header cache, read directly on the hot path
+        self._storage = self.incoming.storage
+        self._plain_sessions = session_factory is None
+
+    @property
+    def storage(self) -> Any:
+        """Where the requests' sessions write their traces."""
+        return self.incoming.storage
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        raw_headers = scope["headers"]
+        headers = dict(raw_headers)  # one C call; repeated header names are joined below
+        baggage: bytes | None = headers.get(b"baggage")
+        path: str = scope["path"]
+        state = scope.get("state")
+        if state is None:  # a server without lifespan state: add it to a copy (changes must not leak upstream)
+            state = {}
+            scope = {**scope, "state": state}
+        if META_SEGMENT not in path:
+            if baggage is None or (
+                b"session." not in baggage and (b"%" not in baggage or not has_session_members(baggage))
+            ):
+                state[STATE_KEY] = {}  # no session: the request costs this much
+                await self.app(scope, receive, send)
+                return
+            if len(headers) != len(raw_headers):
+                baggage = _joined(raw_headers, b"baggage") or baggage
+            traceparent: bytes | None = headers.get(b"traceparent")
+            known = self._known.get(baggage) if self._plain_sessions else None
+            if (
+                known is not None  # the hot path: a session header seen before (decoded and validated then)
+                and (known.expires is None or time.time() <= known.expires)
+                and (traceparent is None or not self.incoming.hands_over_to_otel())
+            ):
+                session, state[STATE_KEY] = known.open(self._storage)
+                session._enter_stack()
+                try:
+                    await self.app(scope, receive, send)
+                finally:
+                    session._exit_stack()
+                return
+        elif len(headers) != len(raw_headers):
+            baggage = _joined(raw_headers, b"baggage")
+        traceparent = headers.get(b"traceparent")
+        tracestate: bytes | None = headers.get(b"tracestate")
+        if tracestate is not None and len(headers) != len(raw_headers):
+            tracestate = _joined(raw_headers, b"tracestate")
+
+        found = self.incoming.resolve(baggage, traceparent, tracestate, path)
+        if found.problem is not None and self.incoming.strict:
+            await _reject(send, found.problem)
+            return
+        state[STATE_KEY] = found.metadata
+        if found.slug is not None:
+            scope = dict(scope)
+            scope["path"] = found.slug.path
+            scope["raw_path"] = raw_path_without(scope.get("raw_path"), found.slug.segment, found.slug.path)
+        session = found.session
+        if session is None:
+            await self.app(scope, receive, send)
+            return
+        with session:
+            await self.app(scope, receive, send)
+
+
+def _joined(headers: Any, name: bytes) -> bytes | None:
+    """Every `name` header's value joined with commas (how repeated list-valued headers combine), or None."""
+    values = [value for key, value in headers if key == name]
+    return b",".join(values) if values else None
+
+
+async def _reject(send: Send, problem: str) -> None:
+    body = f"invalid session context: {problem}\n".encode("utf-8", "replace")
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 400,
+            "headers": [
+                (b"content-type", b"text/plain; charset=utf-8"),
+                (b"content-length", str(len(body)).encode("ascii")),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body, "more_body": False})

@@ -1,0 +1,80 @@
+"""The ``/meta/<slug>/`` path segment (slug mode): find it, decode it, and rewrite the path without it.
+
+A segment is ours when it decodes as a metadata slug, or when it carries the ``v1.`` prefix that
+`session_core.encode_metadata_slug` always writes (then a decoding failure is a malformed slug, reported).
+Anything else under ``/meta/`` (an application's own ``/meta/users`` route) is left alone.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+from urllib.parse import quote
+
+from session_core import extract_metadata_from_path
+
+__all__ = ["META_SEGMENT", "PathSlug", "drop_segment", "find_path_slug", "raw_path_without"]
+
+META_SEGMENT = "/meta/"
+_SLUG_PREFIX = "v1."
+_PATH_SAFE = "/:@!$&'()*+,;=-._~"
+
+
+class PathSlug(NamedTuple):
+    """A ``/meta/<slug>`` segment found in a path."""
+
+    path: str  # the path without the segment ("/" when nothing is left)
+    segment: str  # the slug text as it appeared in the path
+    metadata: dict[str, Any] | None  # the decoded slug, or None when it is malformed
+    error: str | None  # why the slug is malformed
+
+
+def _segment(path: str) -> tuple[str, str]:
+    start = path.find(META_SEGMENT)
+    slug_start = start + len(META_SEGMENT)
+    end = path.find("/", slug_start)
+    segment = path[slug_start:] if end < 0 else path[slug_start:end]
+    clean = path[:start] + (path[end:] if end >= 0 else "")
+    return segment, clean or "/"
+
+
+def find_path_slug(path: str) -> PathSlug | None:
+    """The first ``/meta/<slug>`` segment of `path` when it is ours, else None. Never raises."""
+    if META_SEGMENT not in path:
+        return None
+    try:
+        found = extract_metadata_from_path(path)
+    except (ValueError, RecursionError) as exc:
+        segment, clean = _segment(path)
+        if not segment.startswith(_SLUG_PREFIX):
+            return None
+        return PathSlug(clean, segment, None, f"malformed metadata slug in the path: {exc}")
+    if found is None:
+        return None
+    segment, _ = _segment(path)
+    clean, metadata = found
+    return PathSlug(clean, segment, metadata, None)
+
+
+def drop_segment(uri: str, segment: str) -> str | None:
+    """`uri` (a raw request URI, maybe with a query) without ``/meta/<segment>``; None when it is not there."""
+    needle = META_SEGMENT + segment
+    at = uri.find(needle)
+    if at < 0:
+        return None
+    rest = uri[at + len(needle) :]
+    head = uri[:at]
+    if not head and (not rest or rest[0] != "/"):
+        rest = "/" + rest
+    return head + rest
+
+
+def raw_path_without(raw_path: bytes | None, segment: str, clean_path: str) -> bytes:
+    """ASGI ``raw_path`` without the segment (re-encoded from the clean path when it was percent-encoded)."""
+    if raw_path:
+        try:
+            dropped = drop_segment(raw_path.decode("latin-1"), segment)
+        except (AttributeError, UnicodeDecodeError):
+            dropped = None
+        if dropped is not None:
+            return dropped.encode("latin-1")
+    return quote(clean_path, safe=_PATH_SAFE).encode("ascii")

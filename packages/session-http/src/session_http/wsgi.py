@@ -1,0 +1,128 @@
+"""`SessionWSGIMiddleware`: the same as `SessionMiddleware`, for WSGI apps (Flask, Django, any WSGI app).
+
+The application and the iteration of its response body run in a copy of the server thread's context with the
+child session active, so a streamed body is produced inside the session, and nothing is left on the thread's
+own context even when a server never calls ``close()``.
+"""
+
+from __future__ import annotations
+
+import contextvars
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+from session_http.incoming import Incoming, SessionFactory, has_session_members
+from session_http.pathslug import META_SEGMENT, drop_segment
+
+__all__ = ["SessionWSGIMiddleware"]
+
+Environ = dict[str, Any]
+StartResponse = Callable[..., Any]
+WSGIApp = Callable[[Environ, StartResponse], Iterable[bytes]]
+
+ENVIRON_KEY = "session.metadata"
+
+
+class SessionWSGIMiddleware:
+    """Run each request inside a child of the session its ``baggage`` header (or path slug) carries.
+
+    The metadata is exposed as ``environ["session.metadata"]`` (``{}`` without a context). Options as for
+    `session_http.SessionMiddleware`.
+    """
+
+    def __init__(
+        self,
+        app: WSGIApp,
+        *,
+        storage: Any = None,
+        strict: bool = False,
+        signing_key: str | bytes | None = None,
+        session_factory: SessionFactory | None = None,
+    ) -> None:
+        self.app = app
+        self.incoming = Incoming(storage, strict, signing_key, session_factory)
+
+    @property
+    def storage(self) -> Any:
+        """Where the requests' sessions write their traces."""
+        return self.incoming.storage
+
+    def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
+        baggage = environ.get("HTTP_BAGGAGE")
+        path = environ.get("PATH_INFO") or ""
+        if (baggage is None or not has_session_members(baggage)) and META_SEGMENT not in path:
+            environ[ENVIRON_KEY] = {}
+            return self.app(environ, start_response)
+
+        found = self.incoming.resolve(baggage, environ.get("HTTP_TRACEPARENT"), environ.get("HTTP_TRACESTATE"), path)
+        if found.problem is not None and self.incoming.strict:
+            body = f"invalid session context: {found.problem}\n".encode("utf-8", "replace")
+            start_response(
+                "400 Bad Request",
+                [("Content-Type", "text/plain; charset=utf-8"), ("Content-Length", str(len(body)))],
+            )
+            return [body]
+        environ[ENVIRON_KEY] = found.metadata
+        slug = found.slug
+        if slug is not None:
+            environ["PATH_INFO"] = slug.path
+            for key in ("REQUEST_URI", "RAW_URI"):
+                uri = environ.get(key)
+                if isinstance(uri, str):
+                    dropped = drop_segment(uri, slug.segment)
+                    if dropped is not None:
+                        environ[key] = dropped
+        session = found.session
+        if session is None:
+            return self.app(environ, start_response)
+        context = contextvars.copy_context()
+        result = context.run(_enter_and_call, session, self.app, environ, start_response)
+        if isinstance(result, (list, tuple)):  # the body is already produced: leave the session now
+            context.run(session.__exit__, None, None, None)
+            return result
+        return _SessionBody(result, context, session)
+
+
+def _enter_and_call(session: Any, app: WSGIApp, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
+    session.__enter__()
+    try:
+        return app(environ, start_response)
+    except BaseException as exc:
+        session.__exit__(type(exc), exc, exc.__traceback__)
+        raise
+
+
+class _SessionBody:
+    """The application's response iterable, iterated and closed inside the request's session context."""
+
+    __slots__ = ("_closed", "_context", "_iterator", "_result", "_session")
+
+    def __init__(self, result: Iterable[bytes], context: contextvars.Context, session: Any) -> None:
+        self._result = result
+        self._context = context
+        self._session = session
+        self._iterator: Iterator[bytes] | None = None
+        self._closed = False
+
+    def __iter__(self) -> Iterator[bytes]:
+        return self
+
+    def __next__(self) -> bytes:
+        iterator = self._iterator
+        if iterator is None:
+            iterator = self._iterator = self._context.run(iter, self._result)
+        return self._context.run(next, iterator)
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._context.run(self._close)
+
+    def _close(self) -> None:
+        try:
+            close = getattr(self._result, "close", None)
+            if close is not None:
+                close()
+        finally:
+            self._session.__exit__(None, None, None)

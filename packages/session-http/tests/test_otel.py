@@ -1,0 +1,99 @@
+"""With OpenTelemetry's own ASGI server instrumentation in front (real SDK, in-memory exporter).
+
+OTel extracts the same baggage into its context; the middleware's session is still the only session object.
+When session-otel is installed (found through session-core's backend registry, never imported by
+session-http), a request that carries a W3C ``traceparent`` runs in an `OTelSession` continuing that trace.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from typing import Any
+
+import pytest
+
+from session_core import (
+    ContextVarSession,
+    InMemoryStorage,
+    get_active_sessions,
+    get_current_metadata,
+    get_current_session,
+    record_trace,
+)
+from session_http import SessionMiddleware, inject
+
+HAVE_SESSION_OTEL = importlib.util.find_spec("session_otel") is not None
+TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
+TRACEPARENT = f"00-{TRACE_ID}-00f067aa0ba902b7-01"
+
+
+@pytest.fixture(scope="module")
+def exporter() -> Any:
+    from opentelemetry import trace
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    memory = InMemorySpanExporter()
+    provider = trace.get_tracer_provider()
+    if not isinstance(provider, TracerProvider):
+        provider = TracerProvider()
+        trace.set_tracer_provider(provider)
+    provider.add_span_processor(SimpleSpanProcessor(memory))
+    return memory
+
+
+async def inspect_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    from opentelemetry import baggage, trace
+
+    if scope["type"] != "http":
+        return
+    record_trace(name="otel-probe")
+    session = get_current_session()
+    info = {
+        "sessions": [type(s).__name__ for s in get_active_sessions()],
+        "chain": session.uid_chain if session else None,
+        "metadata": get_current_metadata(),
+        "otel_baggage_has_session": "session.uids" in baggage.get_all(),
+        "trace_id": format(trace.get_current_span().get_span_context().trace_id, "032x"),
+    }
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": json.dumps(info).encode()})
+
+
+def test_otel_server_instrumentation_and_the_middleware_make_one_session(serve_asgi, fetch_json, exporter):
+    from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
+
+    storage = InMemoryStorage()
+    app = OpenTelemetryMiddleware(SessionMiddleware(inspect_app, storage=storage))
+    server = serve_asgi(app)
+    with ContextVarSession("one", storage=storage, team="t", n=1) as root:
+        headers = inject({"traceparent": TRACEPARENT})
+        _, info = fetch_json(server.url + "/x", headers)
+    assert info["otel_baggage_has_session"] is True  # OTel extracted the baggage too ...
+    assert len(info["sessions"]) == 1  # ... and still there is one session object: the middleware's
+    assert info["chain"][:-1] == root.uid_chain
+    assert info["metadata"] == {"team": "t", "n": 1}
+    assert info["trace_id"] == TRACE_ID  # the server span continues the caller's trace
+    assert [t.name for t in root.llm_calls] == ["otel-probe"]  # one trace, attributed once
+    expected = "OTelSession" if HAVE_SESSION_OTEL else "ContextVarSession"
+    assert info["sessions"] == [expected]
+
+
+def test_without_a_traceparent_the_session_is_a_context_var_session(serve_asgi, fetch_json):
+    server = serve_asgi(SessionMiddleware(inspect_app))
+    with ContextVarSession("plain"):
+        _, info = fetch_json(server.url + "/x", inject())
+    assert info["sessions"] == ["ContextVarSession"]
+
+
+@pytest.mark.skipif(not HAVE_SESSION_OTEL, reason="session-otel is not installed here (no dependency of this package)")
+def test_traceparent_restores_an_otel_session_continuing_the_trace(serve_asgi, fetch_json, exporter):
+    storage = InMemoryStorage()
+    server = serve_asgi(SessionMiddleware(inspect_app, storage=storage))  # no OTel server instrumentation
+    with ContextVarSession("otel-backend", storage=storage, k="v") as root:
+        _, info = fetch_json(server.url + "/x", inject({"traceparent": TRACEPARENT}))
+    assert info["sessions"] == ["OTelSession"]
+    assert info["chain"][:-1] == root.uid_chain and info["metadata"] == {"k": "v"}
+    assert info["trace_id"] == TRACE_ID  # the session's span continues the caller's trace

@@ -1,0 +1,145 @@
+"""SessionWSGIMiddleware under real WSGI servers: a plain WSGI app on wsgiref, Flask on werkzeug."""
+
+from __future__ import annotations
+
+import contextvars
+import logging
+import threading
+from typing import Any
+
+import pytest
+
+from session_core import (
+    ContextVarSession,
+    InMemoryStorage,
+    assemble_routing_metadata,
+    build_proxied_base_url,
+    get_active_sessions,
+    get_current_session,
+    record_trace,
+)
+from session_http import SessionWSGIMiddleware, inject
+
+
+@pytest.mark.parametrize("kind", ["wsgiref", "werkzeug"])
+def test_plain_wsgi_request_runs_in_a_child_session(serve_wsgi, probe_apps, fetch_json, kind):
+    storage = InMemoryStorage()
+    server = serve_wsgi(SessionWSGIMiddleware(probe_apps[1], storage=storage), kind=kind)
+    with ContextVarSession("wsgi", storage=storage, run=4, score=0.25, tags=["x"]) as root:
+        status, info = fetch_json(server.url + "/job/record", inject())
+    assert status == 200
+    assert info["active"] == 1 and info["session"]["uid_chain"][:-1] == root.uid_chain
+    assert info["metadata"] == {"run": 4, "score": 0.25, "tags": ["x"]}
+    assert [t.name for t in root.llm_calls] == ["probe"]
+    status, bare = fetch_json(server.url + "/job/record", {"baggage": "other=1"})
+    assert bare["session"] is None and bare["metadata"] == {} and bare["baggage"] == "other=1"
+    assert len(root.llm_calls) == 1
+
+
+def test_slug_rewrites_path_info_and_request_uri(serve_wsgi, probe_apps, fetch_json):
+    storage = InMemoryStorage()
+    server = serve_wsgi(SessionWSGIMiddleware(probe_apps[1], storage=storage))
+    with ContextVarSession("slug", storage=storage, arm="a") as root:
+        base = build_proxied_base_url(server.url + "/v1", assemble_routing_metadata())
+    _, info = fetch_json(base + "/chat/completions/record?x=1")
+    assert info["path"] == "/v1/chat/completions/record"
+    assert info["raw_path"] == "/v1/chat/completions/record?x=1"
+    assert info["metadata"] == {"arm": "a"}
+    assert [t.input for t in root.llm_calls] == ["/v1/chat/completions/record"]
+
+
+def test_streamed_body_is_produced_inside_the_session_and_the_thread_stays_clean(serve_wsgi, fetch_json):
+    after: list[Any] = []
+
+    def app(environ: dict[str, Any], start_response: Any) -> Any:
+        start_response("200 OK", [("Content-Type", "text/plain")])
+
+        def body():  # type: ignore[no-untyped-def]
+            for i in range(3):
+                record_trace(name=f"chunk-{i}")
+                yield f"{len(get_active_sessions())};".encode()
+
+        return body()
+
+    class Checked:
+        """Outermost: what the server thread's own context holds once the response is done."""
+
+        def __init__(self, inner: Any) -> None:
+            self.inner = inner
+
+        def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
+            yield from self.inner(environ, start_response)
+            after.append(get_current_session())
+
+    storage = InMemoryStorage()
+    server = serve_wsgi(Checked(SessionWSGIMiddleware(app, storage=storage)), kind="wsgiref")
+    with ContextVarSession("stream", storage=storage) as root:
+        status, body = fetch_json(server.url + "/", inject())
+    assert status == 200 and body == "1;1;1;"
+    assert [t.name for t in root.llm_calls] == ["chunk-0", "chunk-1", "chunk-2"]
+    assert after == [None]
+
+
+def test_session_exits_when_the_app_raises():
+    seen: list[Any] = []
+
+    def app(environ: dict[str, Any], start_response: Any) -> Any:
+        seen.append(get_current_session())
+        raise RuntimeError("boom")
+
+    with ContextVarSession("raise") as root:
+        headers = inject()
+    middleware = SessionWSGIMiddleware(app)
+    environ = {"PATH_INFO": "/", "HTTP_BAGGAGE": headers["baggage"], "REQUEST_METHOD": "GET"}
+    with pytest.raises(RuntimeError, match="boom"):
+        contextvars.copy_context().run(middleware, environ, lambda *a: None)
+    assert seen[0].uid_chain[:-1] == root.uid_chain
+    assert not seen[0].is_active  # left the stack on the way out
+
+
+@pytest.mark.parametrize("strict", [False, True])
+def test_bad_baggage_under_wsgi(serve_wsgi, probe_apps, fetch_json, caplog, strict):
+    caplog.set_level(logging.WARNING)
+    server = serve_wsgi(SessionWSGIMiddleware(probe_apps[1], strict=strict), kind="wsgiref")
+    status, info = fetch_json(server.url + "/x", {"baggage": "session.uids=abc,session.name=n,session.m.k=%zz"})
+    warnings = [r.getMessage() for r in caplog.records if r.name.startswith("session_http")]
+    assert len(warnings) == 1 and "percent-encoding" in warnings[0]
+    if strict:
+        assert status == 400 and info.startswith("invalid session context:")
+    else:
+        assert status == 200 and info["session"] is None and info["metadata"] == {}
+
+
+def test_flask_app_on_werkzeug(serve_wsgi, fetch_json):
+    flask = pytest.importorskip("flask")
+    app = flask.Flask("session_http_test")
+    threads: set[str] = set()
+
+    @app.get("/v1/chat/completions")
+    def completions() -> Any:
+        threads.add(threading.current_thread().name)
+        session = get_current_session()
+        record_trace(name="flask", model="m")
+        return {"metadata": flask.request.environ["session.metadata"], "chain": session.uid_chain}
+
+    @app.get("/stream")
+    def stream() -> Any:
+        def body():  # type: ignore[no-untyped-def]
+            for i in range(2):
+                record_trace(name=f"flask-part-{i}")
+                yield f"{get_current_session() is not None}\n"
+
+        return flask.Response(flask.stream_with_context(body()), mimetype="text/plain")
+
+    storage = InMemoryStorage()
+    app.wsgi_app = SessionWSGIMiddleware(app.wsgi_app, storage=storage)  # type: ignore[method-assign]
+    server = serve_wsgi(app, kind="werkzeug")
+    with ContextVarSession("flask", storage=storage, user="bob", step=2) as root:
+        _, info = fetch_json(server.url + "/v1/chat/completions", inject())
+        _, streamed = fetch_json(server.url + "/stream", inject())
+        base = build_proxied_base_url(server.url + "/v1", assemble_routing_metadata())
+        _, via_slug = fetch_json(base + "/chat/completions")
+    assert info["metadata"] == {"user": "bob", "step": 2} and info["chain"][:-1] == root.uid_chain
+    assert via_slug["metadata"] == {"user": "bob", "step": 2}
+    assert streamed == "True\nTrue\n"
+    assert sorted(t.name for t in root.llm_calls) == ["flask", "flask", "flask-part-0", "flask-part-1"]
