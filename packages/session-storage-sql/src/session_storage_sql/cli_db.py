@@ -233,10 +233,9 @@ def _open_sqlite_file(path: Path, shown: str) -> Database:
             f"no session database at {path}: the file {what} (session-sql never creates one; pass "
             "--db PATH_OR_URL or set $SESSION_STORAGE_URL)"
         )
-    # The storage switches every connection to WAL, which a read-only connection cannot do for a database in
-    # another journal mode: such a file is opened as the storage would (that switch is its only write).
-    read_only = _sqlite_journal_mode(path, shown) == "wal"
-    engine = _sqlite_engine(path, read_only=read_only)
+    _check_sqlite_file(path, shown)
+    # Always read-only, whatever the journal mode: the storage leaves a non-WAL database's mode as it is there.
+    engine = _read_only_sqlite_engine(path)
     return _checked(Database(SqlSessionStorage(engine=engine), shown, path, engine))
 
 
@@ -253,13 +252,12 @@ def _checked(db: Database) -> Database:
     return db
 
 
-def _sqlite_journal_mode(path: Path, shown: str) -> str:
-    """Check, without writing, that `path` is a session database; return its journal mode (``wal`` normally)."""
+def _check_sqlite_file(path: Path, shown: str) -> None:
+    """Check, without writing, that `path` is a session database (`CliError` otherwise)."""
     uri = f"file:{quote(path.as_posix())}?mode=ro"
     try:
         conn = sqlite3.connect(uri, uri=True, timeout=5.0)
         try:
-            mode = str(conn.execute("PRAGMA journal_mode").fetchone()[0]).lower()
             found = conn.execute(
                 "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (_META_TABLE,)
             ).fetchone()
@@ -269,7 +267,6 @@ def _sqlite_journal_mode(path: Path, shown: str) -> str:
         raise CliError(f"cannot open {shown}: {describe(exc)}") from None
     if found is None:
         raise CliError(_not_sessions(shown))
-    return mode
 
 
 def _not_sessions(shown: str) -> str:
@@ -279,13 +276,10 @@ def _not_sessions(shown: str) -> str:
     )
 
 
-def _sqlite_engine(path: Path, *, read_only: bool) -> Engine:
-    """An engine for the file `path`, built without parsing a URL; `read_only` connections (``mode=ro``) can never
+def _read_only_sqlite_engine(path: Path) -> Engine:
+    """An engine for the file `path`, built without parsing a URL, whose connections (``mode=ro``) can never
     create or change the file."""
-    if read_only:
-        url = URL.create("sqlite", database="file:" + quote(path.as_posix()), query={"mode": "ro", "uri": "true"})
-    else:
-        url = URL.create("sqlite", database=path.as_posix())
+    url = URL.create("sqlite", database="file:" + quote(path.as_posix()), query={"mode": "ro", "uri": "true"})
     return create_engine(url, connect_args={"check_same_thread": False, "timeout": 5.0}, hide_parameters=True)
 
 

@@ -8,6 +8,7 @@ read lock half-way).
 from __future__ import annotations
 
 import logging
+import sqlite3
 import weakref
 from typing import Any
 
@@ -21,6 +22,7 @@ __all__ = [
     "APPLICATION_NAME",
     "BEGIN_OPTION",
     "configure_sqlite_engine",
+    "is_read_only_error",
     "make_engine",
     "prepare_sqlite",
     "require_driver",
@@ -31,6 +33,8 @@ logger = logging.getLogger(__name__)
 APPLICATION_NAME = "session-storage-sql"
 BEGIN_OPTION = "session_sql_begin"  # execution option: "IMMEDIATE" for write transactions on SQLite
 _READY = "session_sql_ready"
+_KEPT_JOURNAL_MODES = ("wal", "memory")  # WAL already, or an in-memory database: nothing to switch
+_SQLITE_READONLY = 8  # the primary result code; extended codes (SQLITE_READONLY_*) share its low byte
 _configured: weakref.WeakSet[Engine] = weakref.WeakSet()
 
 
@@ -97,7 +101,11 @@ def configure_sqlite_engine(engine: Engine, *, busy_timeout: float) -> None:
 
 
 def prepare_sqlite(fairy: PoolProxiedConnection, busy_ms: int) -> None:
-    """Once per pooled SQLite connection: our own transaction control, busy timeout, WAL, synchronous=NORMAL."""
+    """Once per pooled SQLite connection: our own transaction control, busy timeout, WAL, synchronous=NORMAL.
+
+    Switching to WAL is the one write here; a read-only connection (``mode=ro``, a read-only file) leaves a
+    database in another journal mode as it is, and reads it in that mode.
+    """
     info = fairy.info
     if info.get(_READY):
         return
@@ -106,10 +114,29 @@ def prepare_sqlite(fairy: PoolProxiedConnection, busy_ms: int) -> None:
     cursor = dbapi_conn.cursor()
     try:
         cursor.execute(f"PRAGMA busy_timeout = {busy_ms:d}")
-        mode = cursor.execute("PRAGMA journal_mode = WAL").fetchone()
-        if mode and str(mode[0]).lower() not in ("wal", "memory"):
-            logger.warning("SQLite refused WAL mode (journal_mode=%s); concurrent writers will wait longer", mode[0])
-        cursor.execute("PRAGMA synchronous = NORMAL")
+        row = cursor.execute("PRAGMA journal_mode").fetchone()
+        mode = str(row[0]).lower() if row else ""
+        if mode not in _KEPT_JOURNAL_MODES:
+            try:
+                row = cursor.execute("PRAGMA journal_mode = WAL").fetchone()
+            except sqlite3.OperationalError as exc:
+                if not is_read_only_error(exc):
+                    raise
+                logger.debug("read-only SQLite connection: journal_mode=%s left as it is", mode)
+            else:
+                if row and str(row[0]).lower() not in _KEPT_JOURNAL_MODES:
+                    logger.warning(
+                        "SQLite refused WAL mode (journal_mode=%s); concurrent writers will wait longer", row[0]
+                    )
+        cursor.execute("PRAGMA synchronous = NORMAL")  # a setting of this connection, not a write
     finally:
         cursor.close()
     info[_READY] = True
+
+
+def is_read_only_error(exc: sqlite3.Error) -> bool:
+    """Whether SQLite refused a write because the connection or the file is read-only (SQLITE_READONLY)."""
+    code = getattr(exc, "sqlite_errorcode", None)  # Python 3.11+
+    if isinstance(code, int):
+        return code & 0xFF == _SQLITE_READONLY
+    return "readonly database" in str(exc)

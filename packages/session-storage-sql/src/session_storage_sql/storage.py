@@ -35,7 +35,7 @@ from session_storage_sql.records import SessionNode, SessionRecord
 from session_storage_sql.retry import ConnectionLost, RetryPolicy, describe, is_connection_error, is_transient
 from session_storage_sql.schema import build_tables, ensure_schema
 from session_storage_sql.statements import SESSION_COLUMNS, HotStatements, hot_statements, session_upserts
-from session_storage_sql.urls import DEFAULT_SQLITE_FILE, default_url, parse_storage_url, sqlite_url
+from session_storage_sql.urls import DEFAULT_SQLITE_FILE, default_url, parse_storage_url, sqlite_file_url
 
 __all__ = ["SqlSessionStorage", "SqliteSessionStorage"]
 
@@ -681,7 +681,9 @@ class SqliteSessionStorage(SqlSessionStorage):
     ) -> None:
         path = os.fspath(db_path) if db_path is not None else DEFAULT_SQLITE_FILE
         memory = path in ("", ":memory:")
-        super().__init__("sqlite://" if memory else sqlite_url(path), retry=retry, busy_timeout=busy_timeout)
+        # A URL object, never a string to parse: ``?``, ``#`` and ``%`` in the path stay part of the file name.
+        url: str | URL = "sqlite://" if memory else sqlite_file_url(path)
+        super().__init__(url, retry=retry, busy_timeout=busy_timeout)
         self.db_path: str | None = None if memory else self._parsed.engine_url.database
 
     def __reduce__(self) -> tuple[Any, ...]:

@@ -12,6 +12,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import quote_plus, unquote
 
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
@@ -27,6 +28,8 @@ __all__ = [
     "fill_credentials",
     "parse_storage_url",
     "public_url",
+    "sqlite_file_url",
+    "sqlite_path",
     "sqlite_url",
 ]
 
@@ -36,6 +39,8 @@ DEFAULT_SQLITE_FILE = "sessions.db"
 _PG_DRIVERS = {"postgres": "postgresql+psycopg", "postgresql": "postgresql+psycopg"}
 _SECRET_QUERY_KEYS = frozenset({"password", "sslpassword"})
 _MEMORY = ("", ":memory:")
+# SQLAlchemy 2.1 percent-decodes the database part of a URL string; 2.0 leaves it as written. We always decode.
+_DECODES_DATABASE = make_url("sqlite:///a%41").database == "aA"
 
 
 @dataclass(frozen=True)
@@ -52,8 +57,22 @@ class StorageURL:
 
 
 def sqlite_url(path: str | os.PathLike[str]) -> str:
-    """The ``sqlite:///`` URL of a file, made absolute so a process with another working directory opens it too."""
-    return "sqlite:///" + Path(path).expanduser().absolute().as_posix()
+    """The ``sqlite:///`` URL of a file, made absolute so a process with another working directory opens it too.
+
+    ``%``, ``?`` and ``#`` in the path are percent-encoded, so `parse_storage_url` (and ``open_storage`` in any
+    process) opens this very file rather than one named by the text before a ``?``.
+    """
+    return "sqlite:///" + _quote_path(sqlite_path(path))
+
+
+def sqlite_path(path: str | os.PathLike[str]) -> str:
+    """`path` made absolute (``~`` expanded), as SQLite is given it."""
+    return Path(path).expanduser().absolute().as_posix()
+
+
+def sqlite_file_url(path: str | os.PathLike[str]) -> URL:
+    """The engine URL of a SQLite file, built without parsing a string (no character of `path` is special)."""
+    return URL.create("sqlite", database=sqlite_path(path))
 
 
 def default_url() -> str:
@@ -73,7 +92,8 @@ def parse_storage_url(url: str | URL) -> StorageURL:
     """Normalize a ``sqlite`` or ``postgresql`` URL; raise `InvalidStorageURL` for anything else.
 
     ``postgresql://`` and ``postgres://`` use psycopg 3 (``postgresql+psycopg://``). A relative SQLite path is
-    made absolute against the working directory.
+    made absolute against the working directory. Percent-escapes in the path of a SQLite URL string are decoded
+    (whatever the SQLAlchemy version); a `URL` object's database is used as it is.
     """
     try:
         parsed = make_url(url)
@@ -83,12 +103,14 @@ def parse_storage_url(url: str | URL) -> StorageURL:
     backend = parsed.get_backend_name()
     if backend == "sqlite":
         database = parsed.database or ""
+        if isinstance(url, str) and not _DECODES_DATABASE:
+            database = unquote(database)
         if database in _MEMORY or database.startswith("file::memory:"):
             return StorageURL(parsed.set(database=":memory:"), None, "sqlite")
         if not database.startswith("file:"):
-            database = Path(database).expanduser().absolute().as_posix()
+            database = sqlite_path(database)
         engine_url = parsed.set(database=database)
-        return StorageURL(engine_url, public_url(engine_url), "sqlite")
+        return StorageURL(engine_url, _public_sqlite_url(engine_url), "sqlite")
     if backend in _PG_DRIVERS:
         drivername = _PG_DRIVERS.get(parsed.drivername, parsed.drivername)
         engine_url = parsed.set(drivername=drivername)
@@ -126,6 +148,24 @@ def fill_credentials(url: URL, environ: Mapping[str, str] | None = None) -> URL:
     if not same:
         return url
     return url.set(username=source.username, password=source.password)
+
+
+def _quote_path(database: str) -> str:
+    """`database` with the characters that end a URL's path (``?``, ``#``) or start an escape (``%``) encoded."""
+    return database.replace("%", "%25").replace("?", "%3F").replace("#", "%23")
+
+
+def _public_sqlite_url(url: URL) -> str:
+    """A SQLite engine URL as text that `parse_storage_url` turns back into the same file on any SQLAlchemy 2.x
+    (SQLAlchemy's own rendering of the path differs between 2.0 and 2.1)."""
+    base = url._replace(password=None, database=None).set(query={}).render_as_string(hide_password=False)
+    text = f"{base}/{_quote_path(url.database or '')}"
+    query = [(k, v) for k, v in sorted(url.query.items()) if k.lower() not in _SECRET_QUERY_KEYS]
+    if query:
+        text += "?" + "&".join(
+            f"{quote_plus(k)}={quote_plus(item)}" for k, v in query for item in ([v] if isinstance(v, str) else v)
+        )
+    return text
 
 
 def _scrub(text: str) -> str:
