@@ -11,24 +11,21 @@ from __future__ import annotations
 import functools
 import importlib
 import threading
-import weakref
 from collections.abc import Iterable
 from typing import Any, ClassVar
 
 from session_core import MissingOptionalDependency
-from session_http.propagation import OutgoingConfig
+from session_http.propagation import ClientConfigs, OutgoingConfig
 
 __all__ = ["instrument_httpx", "uninstrument_httpx"]
 
-_ATTR = "_session_http_config"
+_CONFIGS = ClientConfigs()
 _HOP = "_send_single_request"
 
 
 class _State:
     lock: ClassVar[threading.Lock] = threading.Lock()
     wrapped: ClassVar[dict[type, tuple[str, Any, Any]]] = {}  # client class -> (attribute, original, wrapper)
-    global_config: ClassVar[OutgoingConfig | None] = None
-    instances: ClassVar[weakref.WeakSet[Any]] = weakref.WeakSet()
 
 
 def _httpx(feature: str) -> Any:
@@ -38,9 +35,7 @@ def _httpx(feature: str) -> Any:
         raise MissingOptionalDependency(feature, "httpx", "session-http", "httpx") from exc
 
 
-def _config(client: Any) -> OutgoingConfig | None:
-    config: OutgoingConfig | None = client.__dict__.get(_ATTR) or _State.global_config
-    return config
+_config = _CONFIGS.lookup
 
 
 def _apply(config: OutgoingConfig, request: Any) -> None:
@@ -98,23 +93,13 @@ def instrument_httpx(
         raise TypeError(f"instrument_httpx() takes an httpx.Client or httpx.AsyncClient, got {type(client).__name__}")
     config = OutgoingConfig(propagate_to, signing_key)
     _install(httpx)
-    if client is None:
-        _State.global_config = config
-    else:
-        client.__dict__[_ATTR] = config
-        _State.instances.add(client)
+    _CONFIGS.configure(client, config)
 
 
 def uninstrument_httpx(client: Any = None) -> None:
     """Stop propagating: for `client` only, or (None) for every client, restoring the wrapped methods."""
-    if client is not None:
-        client.__dict__.pop(_ATTR, None)
-        _State.instances.discard(client)
+    if not _CONFIGS.clear(client):
         return
-    _State.global_config = None
-    for instance in list(_State.instances):
-        instance.__dict__.pop(_ATTR, None)
-    _State.instances = weakref.WeakSet()
     with _State.lock:
         for cls, (attribute, original, wrapper) in list(_State.wrapped.items()):
             if cls.__dict__.get(attribute) is wrapper:  # else wrapped on top of us: stay in place, switched off
@@ -124,6 +109,6 @@ def uninstrument_httpx(client: Any = None) -> None:
 
 def is_instrumented(client: Any = None) -> bool:
     """Whether requests sent by `client` (None: by clients without their own configuration) propagate."""
-    if client is not None and _ATTR in getattr(client, "__dict__", {}):
+    if client is not None and _CONFIGS.has_own(client):
         return True
-    return bool(_State.wrapped) and _State.global_config is not None
+    return bool(_State.wrapped) and _CONFIGS.global_config is not None

@@ -10,16 +10,15 @@ from __future__ import annotations
 import functools
 import importlib
 import threading
-import weakref
 from collections.abc import Iterable
 from typing import Any, ClassVar
 
 from session_core import MissingOptionalDependency
-from session_http.propagation import OutgoingConfig
+from session_http.propagation import ClientConfigs, OutgoingConfig
 
 __all__ = ["instrument_requests", "uninstrument_requests"]
 
-_ATTR = "_session_http_config"
+_CONFIGS = ClientConfigs()
 _MARK = "__session_http_wrapper__"
 
 
@@ -27,8 +26,6 @@ class _State:
     lock: ClassVar[threading.Lock] = threading.Lock()
     original: ClassVar[Any] = None  # Session.send before we wrapped it
     wrapper: ClassVar[Any] = None
-    global_config: ClassVar[OutgoingConfig | None] = None
-    instances: ClassVar[weakref.WeakSet[Any]] = weakref.WeakSet()
 
 
 def _requests(feature: str) -> Any:
@@ -46,7 +43,7 @@ def _install(requests: Any) -> None:
 
         @functools.wraps(original)
         def send(self: Any, request: Any, **kwargs: Any) -> Any:
-            config = self.__dict__.get(_ATTR) or _State.global_config
+            config = _CONFIGS.lookup(self)
             if config is not None:
                 config.apply_url(request.headers, request.url or "")
             return original(self, request, **kwargs)
@@ -74,23 +71,13 @@ def instrument_requests(
         raise TypeError(f"instrument_requests() takes a requests.Session, got {type(session).__name__}")
     config = OutgoingConfig(propagate_to, signing_key)
     _install(requests)
-    if session is None:
-        _State.global_config = config
-    else:
-        session.__dict__[_ATTR] = config
-        _State.instances.add(session)
+    _CONFIGS.configure(session, config)
 
 
 def uninstrument_requests(session: Any = None) -> None:
     """Stop propagating: for `session` only, or (None) for every session, restoring ``Session.send``."""
-    if session is not None:
-        session.__dict__.pop(_ATTR, None)
-        _State.instances.discard(session)
+    if not _CONFIGS.clear(session):
         return
-    _State.global_config = None
-    for instance in list(_State.instances):
-        instance.__dict__.pop(_ATTR, None)
-    _State.instances = weakref.WeakSet()
     with _State.lock:
         wrapper = _State.wrapper
         if wrapper is None:
@@ -107,6 +94,6 @@ def uninstrument_requests(session: Any = None) -> None:
 
 def is_instrumented(session: Any = None) -> bool:
     """Whether requests sent by `session` (None: by sessions without their own configuration) propagate."""
-    if session is not None and _ATTR in getattr(session, "__dict__", {}):
+    if session is not None and _CONFIGS.has_own(session):
         return True
-    return _State.wrapper is not None and _State.global_config is not None
+    return _State.wrapper is not None and _CONFIGS.global_config is not None

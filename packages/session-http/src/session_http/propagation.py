@@ -12,6 +12,7 @@ import logging
 import os
 import threading
 import time
+import weakref
 from collections.abc import Iterable, Mapping, MutableMapping
 from typing import Any, TypeVar, overload
 
@@ -293,3 +294,45 @@ class OutgoingConfig:
 
     def apply_url(self, headers: MutableMapping[str, str], url: str) -> None:
         self.apply(headers, None if self.allow.every_host else host_of(url))
+
+
+class ClientConfigs:
+    """Which clients of one instrumented library send the session, and how: per client, else globally.
+
+    The configuration lives in the client's ``__dict__`` (no registry keeping clients alive) and the wrapped
+    send method looks it up per call, so switching off never needs unwrapping.
+    """
+
+    ATTR = "_session_http_config"
+
+    def __init__(self) -> None:
+        self.global_config: OutgoingConfig | None = None
+        self._instances: weakref.WeakSet[Any] = weakref.WeakSet()
+
+    def lookup(self, client: Any) -> OutgoingConfig | None:
+        """The configuration `client` sends with, or None (not instrumented)."""
+        config: OutgoingConfig | None = client.__dict__.get(self.ATTR) or self.global_config
+        return config
+
+    def configure(self, client: Any, config: OutgoingConfig) -> None:
+        """Make `client` (None: every client) send with `config`."""
+        if client is None:
+            self.global_config = config
+        else:
+            client.__dict__[self.ATTR] = config
+            self._instances.add(client)
+
+    def clear(self, client: Any) -> bool:
+        """Switch `client` off (None: every client); True when every client was switched off."""
+        if client is not None:
+            client.__dict__.pop(self.ATTR, None)
+            self._instances.discard(client)
+            return False
+        self.global_config = None
+        for instance in list(self._instances):
+            instance.__dict__.pop(self.ATTR, None)
+        self._instances = weakref.WeakSet()
+        return True
+
+    def has_own(self, client: Any) -> bool:
+        return self.ATTR in getattr(client, "__dict__", {})
