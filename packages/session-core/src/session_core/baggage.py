@@ -178,9 +178,7 @@ def _from_items(
     if uids is None:
         if any(isinstance(k, str) and k.startswith(PREFIX) for k in items):
             raise _Refused("session members present but 'session.uids' is missing")
-        if key is not None:
-            return None  # no context at all is not a forgery
-        return None
+        return None  # no context at all: nothing to refuse, signed or not
     version = items.get("session.v", WIRE_VERSION)
     if version != WIRE_VERSION:
         raise _Refused(f"unsupported wire version {str(version)[:8]!r} (this session-core reads {WIRE_VERSION})")

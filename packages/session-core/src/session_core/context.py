@@ -35,7 +35,6 @@ MAX_METADATA_KEYS = 128
 MAX_NESTING = 32
 
 UID_RE = re.compile(r"[0-9A-Za-z_-]{1,64}")
-_KNOWN_FIELDS = frozenset({"v", "name", "uid_chain", "metadata", "storage_url", "backend", "otel", "ts", "sig"})
 
 
 def json_safe(value: Any, where: str = "metadata", _depth: int = 0) -> Any:
@@ -203,7 +202,3 @@ def _optional_fields(ctx: Mapping[str, Any], out: dict[str, Any]) -> None:
         if not isinstance(sig, str):
             raise _bad("sig", f"must be a string, got {type(sig).__name__}")
         out["sig"] = sig
-
-
-def is_known_field(key: str) -> bool:
-    return key in _KNOWN_FIELDS

@@ -11,14 +11,9 @@ from typing import Any
 
 from session_core.errors import SessionStateError
 
-__all__ = ["active_sessions", "current_session", "pop_session", "push_session"]
+__all__ = ["ACTIVE", "active_sessions", "pop_session"]
 
 ACTIVE: ContextVar[tuple[Any, ...]] = ContextVar("session_core.active_sessions", default=())
-
-
-def push_session(session: Any) -> None:
-    """Make `session` the innermost active session of the current context."""
-    ACTIVE.set((*ACTIVE.get(), session))
 
 
 def pop_session(session: Any) -> None:
@@ -47,9 +42,3 @@ def _pop_out_of_order(stack: tuple[Any, ...], session: Any) -> None:
 def active_sessions() -> tuple[Any, ...]:
     """The active sessions of the current context, outermost first."""
     return ACTIVE.get()
-
-
-def current_session() -> Any:
-    """The innermost active session object, or None."""
-    stack = ACTIVE.get()
-    return stack[-1] if stack else None
