@@ -105,9 +105,10 @@ def tests(session: nox.Session, package: str, variant: str) -> None:
     for var in ("SESSION_TEST_POSTGRES_URL",):
         if var in os.environ:
             env[var] = os.environ[var]
+    report = _junit_args(session)
     if package == "cross-package":
         _install_everything(session)
-        session.run("pytest", "tests", *session.posargs, env=env)
+        session.run("pytest", "tests", *report, *session.posargs, env=env)
         return
     pkg = PACKAGES[package]
     extras = pkg.real_extras if variant == "all" else []
@@ -115,7 +116,18 @@ def tests(session: nox.Session, package: str, variant: str) -> None:
     _install_packages(session, specs, [*TEST_TOOLS, *pkg.test_group])
     if variant == "bare":
         _assert_absent(session, pkg)
-    session.run("pytest", str(pkg.path / "tests"), *session.posargs, env=env)
+    session.run("pytest", str(pkg.path / "tests"), *report, *session.posargs, env=env)
+
+
+def _junit_args(session: nox.Session) -> list[str]:
+    """`--junitxml=<dir>/<session name>.xml` when $SESSION_TEST_REPORT_DIR is set (read by .ci/summarize_tests.py)."""
+    report_dir = os.environ.get("SESSION_TEST_REPORT_DIR")
+    if not report_dir:
+        return []
+    directory = Path(report_dir).resolve()
+    directory.mkdir(parents=True, exist_ok=True)
+    stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", session.name).strip("_")
+    return [f"--junitxml={directory / stem}.xml"]
 
 
 def _assert_absent(session: nox.Session, pkg: Package) -> None:
