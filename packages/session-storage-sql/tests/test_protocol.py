@@ -319,3 +319,28 @@ def test_any_trace_round_trips(hypothesis_storage: SqliteSessionStorage, trace: 
     hypothesis_storage.add_trace(["hyp-root", uid], "hyp", trace)
     (back,) = hypothesis_storage.get_traces(uid)
     assert back == expected
+
+
+def test_read_traces_are_ordinary_independent_traces(storage: Any) -> None:
+    """Traces built straight from stored rows equal `Trace(**row)`: same fields and instance dict, fresh
+    mutable defaults, and the garbage collector as it was before the read."""
+    import gc
+
+    storage.add_traces(["plain"], "n", [Trace(name="a", timestamp=1.0), Trace(name="b", timestamp=2.0)])
+    was_enabled = gc.isenabled()
+    first, second = storage.get_traces("plain")
+    assert gc.isenabled() is was_enabled
+    assert first.__dict__ == Trace(**{**first.to_dict()}).__dict__
+    assert list(first.__dict__) == [f for f in Trace.__dataclass_fields__]  # field order, as __init__ sets it
+    first.metadata["k"] = 1
+    assert second.metadata == {}  # each read trace has its own metadata dict
+    first.name = "changed"
+    assert storage.get_traces("plain")[0].name == "a"
+
+    gc.disable()
+    try:
+        assert len(storage.get_traces("plain")) == 2
+        assert not gc.isenabled()  # a read never turns on a collector its caller turned off
+    finally:
+        if was_enabled:
+            gc.enable()

@@ -9,13 +9,16 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import gc
 import json
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from session_core import Trace
 
-__all__ = ["decode_trace", "decode_traces", "encode_trace", "to_json"]
+__all__ = ["decode_trace", "decode_traces", "encode_trace", "gc_paused", "to_json"]
 
 logger = logging.getLogger(__name__)
 
@@ -68,36 +71,67 @@ def encode_trace(trace: Trace) -> str:
     return _dumps(data)
 
 
+_FIELDS = dataclasses.fields(Trace)
+_FIELD_NAMES = frozenset(f.name for f in _FIELDS)
+# Every field in declaration order with its plain default (None where the default comes from a factory): a
+# stored row merged over it is the instance dict `Trace(**row)` would build, when the row has trace_id and
+# timestamp and only known fields. Valid while Trace is a plain dataclass without __post_init__ or slots.
+_STATE = {f.name: None if f.default is dataclasses.MISSING else f.default for f in _FIELDS}
+_DIRECT = not hasattr(Trace, "__post_init__") and not hasattr(Trace, "__slots__")
+_new = object.__new__
+
+
+def _to_trace(data: Any) -> Trace:
+    if _DIRECT and type(data) is dict and "trace_id" in data and "timestamp" in data and _FIELD_NAMES.issuperset(data):
+        state = {**_STATE, **data}
+        if "metadata" not in data:
+            state["metadata"] = {}
+        trace = _new(Trace)
+        trace.__dict__ = state
+        return trace
+    try:
+        return Trace(**data)
+    except TypeError:
+        return Trace.from_dict(data)
+
+
 def decode_traces(texts: list[str]) -> list[Trace]:
-    """Many traces at once: one JSON parse of the whole batch (twice as fast as one parse per row).
+    """Many traces at once: one JSON parse of the whole batch (twice as fast as one parse per row), with the
+    cyclic garbage collector paused meanwhile (the batch allocates tens of thousands of containers, none of
+    them garbage, which would otherwise set off collection after collection).
 
     A row that is not valid JSON (written by something else) is skipped with an error logged, so one bad row
     does not hide a whole session's traces.
     """
     if not texts:
         return []
-    try:
-        datas = _loads("[" + ",".join(texts) + "]")
-    except ValueError:
-        datas = []
-        for text in texts:
-            try:
-                datas.append(_loads(text))
-            except ValueError as exc:
-                logger.error("skipping a stored trace that is not valid JSON (%s): %.80r", exc, text)
-    out = []
-    for data in datas:
+    with gc_paused():
         try:
-            out.append(Trace(**data))
-        except TypeError:
-            out.append(Trace.from_dict(data))
-    return out
+            datas = _loads("[" + ",".join(texts) + "]")
+        except ValueError:
+            datas = []
+            for text in texts:
+                try:
+                    datas.append(_loads(text))
+                except ValueError as exc:
+                    logger.error("skipping a stored trace that is not valid JSON (%s): %.80r", exc, text)
+        return [_to_trace(data) for data in datas]
+
+
+@contextmanager
+def gc_paused() -> Iterator[None]:
+    """The cyclic garbage collector off for the block (reading rows and building traces allocates many
+    containers and no garbage); left alone when it was off already, e.g. in an enclosing block."""
+    if not gc.isenabled():
+        yield
+        return
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
 
 
 def decode_trace(text: str) -> Trace:
     """A `Trace` from `encode_trace` output (or any JSON object of trace fields; unknown keys are kept in metadata)."""
-    data = _loads(text)
-    try:
-        return Trace(**data)
-    except TypeError:
-        return Trace.from_dict(data)
+    return _to_trace(_loads(text))

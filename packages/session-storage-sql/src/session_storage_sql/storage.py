@@ -22,7 +22,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.sql.elements import ColumnElement
 
 from session_core import StorageError, Trace, get_active_sessions, make_context, validate_context
-from session_storage_sql.codec import decode_traces, encode_trace, to_json
+from session_storage_sql.codec import decode_traces, encode_trace, gc_paused, to_json
 from session_storage_sql.engine import (
     BEGIN_OPTION,
     configure_sqlite_engine,
@@ -414,7 +414,8 @@ class SqlSessionStorage:
                 cursor.execute(stmt.sql, stmt.param((session_uid, session_name)))
             return cursor.fetchall()  # type: ignore[no-any-return]
 
-        return decode_traces([row[0] for row in self._run_raw("get_traces", op, write=False)])
+        with gc_paused():
+            return decode_traces([row[0] for row in self._run_raw("get_traces", op, write=False)])
 
     def clear(self, session_uid: str, session_name: str | None = None) -> None:
         """Delete the traces visible from `session_uid` (optionally only `session_name`'s) from every session."""
