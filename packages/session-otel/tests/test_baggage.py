@@ -258,3 +258,20 @@ def test_oversized_metadata_travels_by_reference_through_shared_storage(tmp_path
         assert get_active_session_uids() == [s.uid]
     finally:
         detach(token)
+
+
+def test_sessions_sharing_a_template_never_mix_up_equal_values():
+    """Members and attributes are built from a template cached per name and metadata: values that compare
+    equal but encode differently (1, True, 1.0; 0.0 and -0.0) must each get their own, in any order, twice."""
+    values = [1, True, 1.0, 0.0, -0.0, "1", (1,), [1], None, 1, True, -0.0, 0.0]
+    for _ in range(2):
+        for value in values:
+            with OTelSession("tmpl", v=value) as s:
+                member = baggage.get_baggage("session.m.v")
+                attrs = s.span_attributes()
+            expected = context_to_baggage_items({"name": "tmpl", "uid_chain": ["u"], "metadata": {"v": value}})
+            assert member == expected["session.m.v"], value
+            assert attrs["session.id"] == s.uid and attrs["session.uid_chain"] == (s.uid,)
+            if value is not None:
+                got = attrs["session.metadata.v"]
+                assert type(got) is type(value if not isinstance(value, list) else tuple(value)), value

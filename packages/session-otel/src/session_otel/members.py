@@ -15,9 +15,17 @@ from typing import Any
 from opentelemetry.util.types import AttributeValue
 
 from session_core import context_to_baggage_items
-from session_otel.attributes import METADATA_PREFIX, attribute_value
+from session_otel.attributes import METADATA_PREFIX, SESSION_ID, SESSION_NAME, SESSION_UID_CHAIN, attribute_value
 
-__all__ = ["FIXED_OK", "Entry", "base_members", "cached_entry", "cached_name", "metadata_entry", "name_parts"]
+__all__ = [
+    "FIXED_OK",
+    "Entry",
+    "Template",
+    "base_members",
+    "metadata_entry",
+    "name_parts",
+    "template",
+]
 
 Entry = tuple[str, "str | None", str, "AttributeValue | None"]
 """(baggage member key, member value or None when JSON cannot carry it, attribute key, attribute value or None)."""
@@ -27,10 +35,6 @@ _CACHEABLE_STR = 256
 _cache: dict[tuple[str, type, Any], Entry] = {}
 _lock = threading.Lock()
 _names: dict[str, tuple[str, str]] = {}  # session name -> ('session.name' member value, span name)
-cached_name = _names.get
-"""``cached_name(name)``: the cached `name_parts(name)` or None."""
-cached_entry = _cache.get
-"""``cached_entry((key, type(value), value))``: the cached entry or None (TypeError for unhashable values)."""
 
 _probe = context_to_baggage_items({"name": "n", "uid_chain": ["u", "w"], "metadata": {"k": 1}})
 FIXED_OK = _probe == {"session.v": "1", "session.name": "n", "session.uids": "u.w", "session.m.k": "1"}
@@ -92,3 +96,58 @@ def metadata_entry(key: str, value: Any) -> Entry:
                 _cache[cache_key] = entry
         return entry
     return _compute(key, value)
+
+
+Template = tuple[dict[str, str], dict[str, AttributeValue], str, tuple[str, ...]]
+"""What every session with one name and (merged) metadata shares: its baggage members and span attributes with
+the uid chain left empty (filled per session, in place, so the key order stays session-core's), its span name,
+and the metadata keys JSON cannot carry."""
+
+_templates: dict[tuple[Any, ...], Template] = {}
+
+
+def _simple(value: Any) -> bool:
+    """Whether equal values of this exact type always encode alike (so a template keyed on them is safe)."""
+    t = type(value)
+    return (
+        t is int
+        or t is bool
+        or value is None
+        or (t is str and len(value) <= _CACHEABLE_STR)
+        or (t is float and value != 0.0 and value == value)  # 0.0 == -0.0 but they encode differently
+    )
+
+
+def _build_template(name: str, metadata: Any) -> Template:
+    name_value, span_name = name_parts(name)
+    items = {"session.v": "1", "session.name": name_value, "session.uids": ""}
+    attrs: dict[str, AttributeValue] = {SESSION_ID: "", SESSION_NAME: name, SESSION_UID_CHAIN: ()}
+    unserializable: list[str] = []
+    for key, value in metadata.items():
+        member_key, member, attr_key, attr_value = metadata_entry(key, value)
+        if member is not None:
+            items[member_key] = member
+        else:
+            unserializable.append(key)
+        if attr_value is not None:
+            attrs[attr_key] = attr_value
+    return items, attrs, span_name, tuple(unserializable)
+
+
+def template(name: str, metadata: Any) -> Template:
+    """The `Template` of sessions named `name` with `metadata` (their merged metadata), cached when every
+    value is a small scalar: the thousandth session with ``task="eval", arm="a"`` costs one dict lookup."""
+    try:
+        key: tuple[Any, ...] | None = (name, tuple(metadata.items()), tuple(map(type, metadata.values())))
+        found = _templates.get(key)  # type: ignore[arg-type]
+    except TypeError:  # an unhashable value (a list, a dict)
+        key = found = None
+    if found is not None:
+        return found
+    built = _build_template(name, metadata)
+    if key is not None and all(map(_simple, metadata.values())):
+        with _lock:
+            if len(_templates) >= _CACHE_MAX:
+                _templates.clear()
+            _templates[key] = built
+    return built

@@ -32,8 +32,8 @@ from session_otel import _state
 from session_otel._keys import BAGGAGE_KEY, SESSION_KEY, SPAN_KEY
 from session_otel._version import __version__
 from session_otel.ambient import UIDS, _decode, session_in
-from session_otel.attributes import SESSION_ID, SESSION_NAME, SESSION_UID_CHAIN
-from session_otel.members import FIXED_OK, base_members, cached_entry, cached_name, metadata_entry, name_parts
+from session_otel.attributes import SESSION_ID, SESSION_UID_CHAIN
+from session_otel.members import FIXED_OK, Template, base_members, template
 
 __all__ = ["OTelSession"]
 
@@ -137,7 +137,8 @@ class OTelSession(BaseSession):
     _inherited_bag: dict[str, object] | None = None  # the sender's other baggage members
     _bag: dict[str, object] | None = None  # the baggage attached by the current (or last) entry
     _prep: tuple[tuple[str, ...], dict[str, str], str] | None = None  # (chain, baggage members, span name)
-    _attrs: dict[str, AttributeValue] | None = None  # span attributes, built with `_prep` when a span records
+    _attrs: dict[str, AttributeValue] | None = None  # span attributes, built after `_prep` when a span records
+    _tmpl: Template | None = None  # what `_prep` and `_attrs` were built from
 
     def __init__(
         self,
@@ -213,7 +214,7 @@ class OTelSession(BaseSession):
         chain = self._chain_tuple()
         prep = self._prep
         if prep is None or prep[0] is not chain:
-            prep = self._prepare(chain, tracer is not None)
+            prep = self._prepare(chain)
         items = prep[1]
         inherited = self._inherited_bag
         if bag:
@@ -266,47 +267,35 @@ class OTelSession(BaseSession):
         self._chain = None
         self._merged = None
 
-    def _prepare(self, chain: tuple[str, ...], with_attrs: bool = False) -> tuple[tuple[str, ...], dict[str, str], str]:
-        """Build, once per chain, the baggage members (and span attributes) this session sets on every entry."""
+    def _prepare(self, chain: tuple[str, ...]) -> tuple[tuple[str, ...], dict[str, str], str]:
+        """The baggage members this session sets on every entry (and its span name), built once per chain from
+        the template shared by every session with the same name and merged metadata."""
         name = self._name
         if name is None:
             name = self.name
-        metadata = self.metadata if self._parent is None and self._ctx is None else self._merged_view()
-        name_value, span_name = cached_name(name) or name_parts(name)
+        tmpl = template(name, self.metadata if self._parent is None and self._ctx is None else self._merged_view())
+        if tmpl[3]:
+            _warn_unserializable(self, list(tmpl[3]))
+        items = tmpl[0].copy()
         if FIXED_OK:
-            items = {"session.v": "1", "session.name": name_value, "session.uids": ".".join(chain)}
+            items[UIDS] = ".".join(chain)
         else:
-            items = base_members(name, chain)
-        attrs: dict[str, AttributeValue] | None = None
-        if with_attrs:
-            attrs = {SESSION_ID: chain[-1], SESSION_NAME: name, SESSION_UID_CHAIN: chain}
-        unserializable = None
-        for key, value in metadata.items():
-            try:
-                entry = cached_entry((key, type(value), value))
-            except TypeError:  # unhashable value (a list, a dict)
-                entry = None
-            if entry is None:
-                entry = metadata_entry(key, value)
-            member_key, member, attr_key, attr_value = entry
-            if member is not None:
-                items[member_key] = member
-            else:
-                unserializable = (unserializable or []) + [key]
-            if attrs is not None and attr_value is not None:
-                attrs[attr_key] = attr_value
-        if unserializable:
-            _warn_unserializable(self, unserializable)
-        prep = (chain, items, span_name)
+            items.update(base_members(name, chain))
+        prep = (chain, items, tmpl[2])
         self._prep = prep
-        self._attrs = attrs
+        self._tmpl = tmpl
+        self._attrs = None
         return prep
 
     def _span_attributes(self, chain: tuple[str, ...]) -> dict[str, AttributeValue]:
-        """The span attributes for `chain` (built with the baggage members, or now when those were built alone)."""
-        self._prepare(chain, with_attrs=True)
-        assert self._attrs is not None
-        return self._attrs
+        """The span attributes for `chain` (prepared with the baggage members)."""
+        tmpl = self._tmpl
+        assert tmpl is not None
+        attrs = tmpl[1].copy()
+        attrs[SESSION_ID] = chain[-1]
+        attrs[SESSION_UID_CHAIN] = chain
+        self._attrs = attrs
+        return attrs
 
     def __exit__(
         self,
