@@ -104,6 +104,24 @@ def test_clear_removes_traces_from_every_session_that_saw_them(storage: Any) -> 
     assert len(storage) == 2
 
 
+def test_clear_of_a_trace_added_under_several_chains_leaves_nothing_visible(storage: Any) -> None:
+    """A trace re-added under a second chain is linked there too. Cleared from the first chain, it is gone from
+    both (lists and counts), and adding the same trace_id again later shows it only where it was added then."""
+    shared = Trace(name="shared", trace_id="t-shared")
+    storage.add_trace(["a", "a1"], "first", shared)
+    storage.add_trace(["b", "b1"], "second", shared)
+    assert ids(storage.get_traces("b1")) == ["t-shared"]
+    storage.clear("a1")
+    assert storage.get_traces("a") == [] and storage.get_traces("b") == [] and storage.get_traces("b1") == []
+    node = storage.session_tree("b")
+    assert node is not None and node.trace_count == 0 and node.children[0].trace_count == 0
+    storage.add_trace(["c"], "third", shared)
+    assert ids(storage.get_traces("c")) == ["t-shared"]
+    assert storage.get_traces("b") == [] and storage.get_traces("a") == []
+    node = storage.session_tree("b")
+    assert node is not None and node.trace_count == 0
+
+
 def test_same_behaviour_as_in_memory_storage(storage: Any) -> None:
     """The SQL storage and the core's InMemoryStorage agree on one scripted sequence of operations."""
     memory = InMemoryStorage()

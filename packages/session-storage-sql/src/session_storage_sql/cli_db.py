@@ -123,12 +123,17 @@ class Database:
     # -- counts ----------------------------------------------------------------------------------------------
     def trace_counts(self, uids: Iterable[str]) -> dict[str, int]:
         """The number of traces of each session and its descendants (sessions with none are left out)."""
-        j = self._tables.trace_sessions
+        t, j = self._tables.traces, self._tables.trace_sessions
         wanted = list(dict.fromkeys(uids))
         counts: dict[str, int] = {}
         for start in range(0, len(wanted), _CHUNK):
             chunk = wanted[start : start + _CHUNK]
-            query = select(j.c.session_uid, func.count()).where(j.c.session_uid.in_(chunk)).group_by(j.c.session_uid)
+            query = (
+                select(j.c.session_uid, func.count())
+                .join_from(j, t, self._tables.linked())
+                .where(j.c.session_uid.in_(chunk))
+                .group_by(j.c.session_uid)
+            )
             for uid, count in self._read(lambda conn, q=query: conn.execute(q).all()):
                 counts[uid] = int(count)
         return counts
@@ -136,7 +141,7 @@ class Database:
     def recording_sessions(self, uid: str) -> dict[str, str]:
         """For each trace visible from session `uid`: the uid of the session that recorded it."""
         t, j = self._tables.traces, self._tables.trace_sessions
-        query = select(t.c.trace_id, t.c.session_uid).join_from(j, t, t.c.trace_id == j.c.trace_id)
+        query = select(t.c.trace_id, t.c.session_uid).join_from(j, t, self._tables.linked())
         query = query.where(j.c.session_uid == uid)
         return {trace_id: owner for trace_id, owner in self._read(lambda conn: conn.execute(query).all())}
 

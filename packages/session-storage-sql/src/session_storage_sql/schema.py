@@ -7,7 +7,8 @@ Tables::
     traces                one row per trace_id (primary key): innermost session uid and name, timestamp, JSON
     trace_sessions        (session_uid, timestamp, seq, trace_id) for every uid of the chain a trace was
                           recorded in: the traces of a session and all its descendants, oldest first, are one
-                          ordered range scan of this primary key, however deep the tree
+                          ordered range scan of this primary key, however deep the tree; a junction row
+                          joins its trace on (trace_id, seq), see `Tables.linked`
 
 ``seq`` orders traces that share a timestamp (in the order one process added them); the junction copies a
 trace's ``timestamp`` and ``seq`` from its ``traces`` row, so a trace added twice is linked once.
@@ -21,6 +22,7 @@ from sqlalchemy import (
     JSON,
     BigInteger,
     Column,
+    ColumnElement,
     Connection,
     Float,
     Index,
@@ -30,6 +32,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    and_,
     inspect,
     select,
     text,
@@ -55,6 +58,16 @@ class Tables:
     sessions: Table
     traces: Table
     trace_sessions: Table
+
+    def linked(self) -> ColumnElement[bool]:
+        """The join condition of a junction row and the trace row it was made for.
+
+        It matches ``seq`` as well as ``trace_id``: a trace added under a second chain is linked there too, and
+        `clear` removes only the links of chains it can name, so a link may outlive its trace. Matching ``seq``
+        (new on every insert) keeps such a link from ever matching the same trace_id added again later.
+        """
+        t, j = self.traces, self.trace_sessions
+        return and_(j.c.trace_id == t.c.trace_id, j.c.seq == t.c.seq)
 
 
 def build_tables() -> Tables:

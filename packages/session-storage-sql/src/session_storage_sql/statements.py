@@ -111,9 +111,7 @@ def hot_statements(tables: Tables, engine: Engine) -> HotStatements:
     )
     link_copy = insert(j).from_select(list(LINK_COLUMNS), copy).on_conflict_do_nothing()
     joined = (
-        select(t.c.data)
-        .join_from(j, t, j.c.trace_id == t.c.trace_id)
-        .where(j.c.session_uid == bindparam("uid", type_=String()))
+        select(t.c.data).join_from(j, t, tables.linked()).where(j.c.session_uid == bindparam("uid", type_=String()))
     )
     order = (j.c.timestamp, j.c.seq, j.c.trace_id)
     named = joined.where(t.c.session_name == bindparam("name", type_=String()))

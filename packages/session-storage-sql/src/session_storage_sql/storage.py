@@ -420,9 +420,7 @@ class SqlSessionStorage:
     def clear(self, session_uid: str, session_name: str | None = None) -> None:
         """Delete the traces visible from `session_uid` (optionally only `session_name`'s) from every session."""
         t, j = self._tables.traces, self._tables.trace_sessions
-        query = select(t.c.trace_id, t.c.session_uid, t.c.timestamp, t.c.seq).join_from(
-            j, t, j.c.trace_id == t.c.trace_id
-        )
+        query = select(t.c.trace_id, t.c.session_uid, t.c.timestamp, t.c.seq).join_from(j, t, self._tables.linked())
         query = query.where(j.c.session_uid == session_uid)
         if session_name is not None:
             query = query.where(t.c.session_name == session_name)
@@ -598,14 +596,9 @@ class SqlSessionStorage:
         s, t, j = self._tables.sessions, self._tables.traces, self._tables.trace_sessions
         seed = select(s.c.uid).where(s.c.uid == uid).cte("subtree", recursive=True)
         subtree = seed.union(select(s.c.uid).join_from(s, seed, s.c.parent_uid == seed.c.uid))
-        total = select(func.count()).select_from(j).where(j.c.session_uid == s.c.uid).scalar_subquery()
-        own = (
-            select(func.count())
-            .select_from(j)
-            .join(t, t.c.trace_id == j.c.trace_id)
-            .where(j.c.session_uid == s.c.uid, t.c.session_uid == s.c.uid)
-            .scalar_subquery()
-        )
+        linked = select(func.count()).select_from(j).join(t, self._tables.linked())
+        total = linked.where(j.c.session_uid == s.c.uid).scalar_subquery()
+        own = linked.where(j.c.session_uid == s.c.uid, t.c.session_uid == s.c.uid).scalar_subquery()
         query = (
             select(*_record_columns(s), total.label("total"), own.label("own"))
             .join_from(s, subtree, s.c.uid == subtree.c.uid)
