@@ -350,3 +350,10 @@ def test_baggage_refuses_json_that_contexts_do_not_allow(value):
     assert decode_baggage(header) is None
     with pytest.raises(InvalidSessionContext, match="metadata"):
         decode_baggage(header, strict=True)
+
+
+@pytest.mark.parametrize("chain", [["a.b"], ["root", "a.b"], ["a", ""], ["a", "x" * 65], ["a", 1]])
+def test_uid_chains_that_would_not_read_back_are_refused(chain):
+    """A uid is 1-64 of [0-9A-Za-z_-]: a dot inside one would come back from baggage as two uids."""
+    with pytest.raises(InvalidSessionContext, match="uid_chain"):
+        validate_context({"v": 1, "name": "n", "uid_chain": chain, "metadata": {}})

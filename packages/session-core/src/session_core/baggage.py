@@ -27,7 +27,7 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import quote, unquote
 
-from session_core.context import CONTEXT_VERSION, MAX_METADATA_KEYS, MAX_NAME_LENGTH, _checked_metadata
+from session_core.context import CONTEXT_VERSION, MAX_METADATA_KEYS, MAX_NAME_LENGTH, _checked_metadata, _flat_plain
 from session_core.errors import ContextTooLarge, InvalidSessionContext
 from session_core.signing import DEFAULT_MAX_AGE, resolve_signing_key, sign_context, verify_context
 from session_core.storage import ContextStore
@@ -53,6 +53,7 @@ MAX_MEMBERS = 180
 MAX_MEMBER_BYTES = 4096
 PREFIX = "session."
 META_PREFIX = "session.m."
+_META_LEN = len(META_PREFIX)
 WIRE_VERSION = "1"
 
 _KEY_SAFE = "!#$&'*-.^_`|~"  # RFC 7230 tchar, less % and + (which we always escape)
@@ -171,6 +172,10 @@ def context_from_baggage_items(
         return None
 
 
+_MISSING: Any = object()
+_parsed_values: dict[str, Any] = {}  # JSON text of a metadata value -> the value, when a scalar contexts allow
+
+
 def _from_items(
     items: Mapping[str, Any], key: bytes | None, storage: Any, max_age: float | None
 ) -> dict[str, Any] | None:
@@ -189,16 +194,31 @@ def _from_items(
         raise _Refused("'session.name' is missing or empty")
     name = _parse_name(name)
     metadata: dict[str, Any] = {}
+    parsed = _parsed_values
+    flat_plain = True  # every key a str, every value a cached scalar: nothing for `_checked_metadata` to do
     for k, v in items.items():
         if isinstance(k, str) and k.startswith(META_PREFIX):
-            mkey = k[len(META_PREFIX) :]
+            mkey = k[_META_LEN:]
             if not mkey:
                 raise _Refused("a metadata member has an empty key")
-            try:
-                metadata[mkey] = _parse_json_value(str(v))
-            except (ValueError, RecursionError):
-                raise _Refused(f"metadata member {mkey[:64]!r} is not JSON") from None
-    metadata = _checked_metadata(metadata)  # JSON allows what contexts do not: NaN, 1e999, deep nesting
+            text = str(v)
+            value = parsed.get(text, _MISSING)
+            if value is _MISSING:
+                try:
+                    value = _parse_json_value(text)
+                except (ValueError, RecursionError):
+                    raise _Refused(f"metadata member {mkey[:64]!r} is not JSON") from None
+                if len(text) <= _CACHEABLE_MEMBER and _flat_plain({"": value}):  # a scalar kept as is
+                    if len(parsed) >= _CACHE_MAX:
+                        parsed.clear()
+                    parsed[text] = value
+                else:
+                    flat_plain = False
+            if type(mkey) is not str:
+                flat_plain = False
+            metadata[mkey] = value
+    if not flat_plain or len(metadata) > MAX_METADATA_KEYS:
+        metadata = _checked_metadata(metadata)  # JSON allows what contexts do not: NaN, 1e999, deep nesting
     ctx: dict[str, Any] = {"v": CONTEXT_VERSION, "name": name, "uid_chain": uids.split("."), "metadata": metadata}
     if items.get("session.ref") == "1":
         ctx["metadata"] = _load_reference(ctx["uid_chain"][-1], storage)
@@ -282,35 +302,59 @@ def _encode_items(items: Mapping[str, str]) -> list[str]:
     return out
 
 
+_CACHE_MAX = 4096  # entries per cache (a full cache starts over)
+_CACHEABLE_MEMBER = 256  # longer members and values are not cached
 _key_cache: dict[str, str] = {}
+_member_cache: dict[tuple[str, type, Any], str] = {}
 
 
 def _meta_key(key: str) -> str:
     encoded = _key_cache.get(key)
     if encoded is None:
         encoded = _enc_key(META_PREFIX + key)
-        if len(_key_cache) < 4096:
+        if len(_key_cache) < _CACHE_MAX:
             _key_cache[key] = encoded
     return encoded
 
 
-def _encode_context(ctx: Mapping[str, Any]) -> list[str]:
-    """Header members of `ctx`: `_encode_items(context_to_baggage_items(ctx))`, with fast paths."""
-    plain = _PLAIN_VALUE.fullmatch
+def _meta_member(key: str, value: Any) -> str:
+    """The header member of one metadata item, ``<encoded session.m.key>=<encoded JSON value>``."""
+    t = type(value)
+    if t is str and _PLAIN_VALUE.fullmatch(value):
+        return f"{_meta_key(key)}=%22{value}%22"
+    if t is int:
+        return f"{_meta_key(key)}={value}"
+    return f"{_meta_key(key)}={_enc_value(_json_value(value))}"
+
+
+def _encode_context(ctx: Mapping[str, Any], metadata: Mapping[str, Any]) -> list[str]:
+    """Header members of `ctx` with its checked `metadata`: `_encode_items(context_to_baggage_items(ctx))`, fast.
+
+    A metadata member is computed the first time its ``(key, type, value)`` is seen and reused afterwards
+    (1, True and 1.0 are equal but have different types, so they never share an entry).
+    """
     name = ctx["name"]
     members = [
         "session.v=" + WIRE_VERSION,
-        "session.name=" + (name if plain(name) else _enc_value(_name_value(name))),
+        "session.name=" + (name if _PLAIN_VALUE.fullmatch(name) else _enc_value(_name_value(name))),
         "session.uids=" + ".".join(ctx["uid_chain"]),
     ]
-    for key, value in ctx.get("metadata", {}).items():
+    cache = _member_cache
+    for key, value in metadata.items():
         t = type(value)
-        if t is str and plain(value):
-            members.append(f"{_meta_key(key)}=%22{value}%22")
-        elif t is int:
-            members.append(f"{_meta_key(key)}={value}")
+        # equal values of these types always encode alike (not 0.0: it equals -0.0, which encodes differently)
+        if t is str or t is int or t is bool or (t is float and value != 0.0):
+            cache_key = (key, t, value)
+            member = cache.get(cache_key)
+            if member is None:
+                member = _meta_member(key, value)
+                if len(member) <= _CACHEABLE_MEMBER:
+                    if len(cache) >= _CACHE_MAX:
+                        cache.clear()
+                    cache[cache_key] = member
+            members.append(member)
         else:
-            members.append(f"{_meta_key(key)}={_enc_value(_json_value(value))}")
+            members.append(_meta_member(key, value))
     if "sig" in ctx:
         members.append(f"session.ts={ctx['ts']}")
         members.append(f"session.sig={_enc_value(ctx['sig'])}")
@@ -337,26 +381,22 @@ def encode_baggage(
     if key is not None:
         ctx = sign_context(dict(ctx), key)
     others = strip_session_members(existing)
-    members = _encode_context(ctx)
-    size = _header_size(others, members)
-    if size > MAX_HEADER_BYTES or len(members) + _count(others) > MAX_MEMBERS or _too_long(members):
+    members = _encode_context(ctx, metadata)
+    ours = ",".join(members)
+    size = len(others) + 1 + len(ours) if others else len(ours)  # encoded members are ASCII: characters are bytes
+    longest = max(map(len, members)) if size > MAX_MEMBER_BYTES else size  # no member is longer than the header
+    if size > MAX_HEADER_BYTES or len(members) + _count(others) > MAX_MEMBERS or longest > MAX_MEMBER_BYTES:
         if storage is None or not isinstance(storage, ContextStore) or getattr(storage, "url", None) is None:
-            limit = MAX_MEMBER_BYTES if _too_long(members) else MAX_HEADER_BYTES
-            raise ContextTooLarge(size if not _too_long(members) else max(map(_len, members)), limit)
+            if longest > MAX_MEMBER_BYTES:
+                raise ContextTooLarge(longest, MAX_MEMBER_BYTES)
+            raise ContextTooLarge(size, MAX_HEADER_BYTES)
         storage.save_context(dict(ctx))
         members = _encode_items(_reference_items(ctx))
         size = _header_size(others, members)
         if size > MAX_HEADER_BYTES:
             raise ContextTooLarge(size, MAX_HEADER_BYTES)
-    return ",".join([others, *members]) if others else ",".join(members)
-
-
-def _len(member: str) -> int:
-    return len(member)  # encoded members are ASCII: characters are bytes
-
-
-def _too_long(members: list[str]) -> bool:
-    return any(_len(m) > MAX_MEMBER_BYTES for m in members)
+        ours = ",".join(members)
+    return f"{others},{ours}" if others else ours
 
 
 def _count(header: str) -> int:
@@ -364,8 +404,8 @@ def _count(header: str) -> int:
 
 
 def _header_size(others: str, members: list[str]) -> int:
-    size = sum(_len(m) for m in members) + max(len(members) - 1, 0)
-    return size + (_len(others) + 1 if others else 0)
+    size = sum(map(len, members)) + max(len(members) - 1, 0)  # encoded members are ASCII: characters are bytes
+    return size + (len(others) + 1 if others else 0)
 
 
 def decode_baggage(
@@ -410,6 +450,53 @@ def _header_items(header: str | bytes | None) -> dict[str, str] | None:
         raise _Refused(f"baggage header is over the limit of {MAX_HEADER_BYTES} bytes")
     if not header.isascii():
         raise _Refused("baggage header holds non-ASCII characters")
+    items = _plain_header_items(header)
+    return items if items is not None else _general_header_items(header)
+
+
+_decoded_members: dict[str, tuple[str, str]] = {}  # raw member -> (key, decoded value)
+_PER_SESSION = frozenset({"session.uids", "session.ts", "session.sig"})  # members not worth caching
+
+
+def _plain_header_items(header: str) -> dict[str, str] | None:
+    """`_general_header_items` of a header without whitespace, properties or anything it would refuse, else None.
+
+    Members other than the per-session ones (uids, signature) are decoded once and cached by their raw text.
+    Returns None (the general path then reads the header, and words any refusal) at the first thing out of the
+    ordinary, so it never refuses anything itself.
+    """
+    if " " in header or "\t" in header or ";" in header or header.count(",") >= MAX_MEMBERS:
+        return None
+    cache = _decoded_members
+    items: dict[str, str] = {}
+    for member in header.split(","):
+        hit = cache.get(member)
+        if hit is not None:
+            key, value = hit
+        else:
+            key, eq, raw_value = member.partition("=")
+            if not eq or "%" in key or "+" in key:
+                return None
+            if not key.startswith(PREFIX):
+                continue
+            if len(member) > MAX_MEMBER_BYTES:
+                return None
+            try:
+                value = _decode_value(key, raw_value)
+            except _Refused:
+                return None
+            if key not in _PER_SESSION and len(member) <= _CACHEABLE_MEMBER:
+                if len(cache) >= _CACHE_MAX:
+                    cache.clear()
+                cache[member] = (key, value)
+        if key in items:
+            return None
+        items[key] = value
+    return items
+
+
+def _general_header_items(header: str) -> dict[str, str]:
+    """The decoded session members of an ASCII `header` of acceptable size; raises `_Refused` naming a problem."""
     members = split_baggage(header)
     if len(members) > MAX_MEMBERS:
         raise _Refused(f"baggage header has {len(members)} members, over the limit of {MAX_MEMBERS}")
@@ -420,25 +507,24 @@ def _header_items(header: str | bytes | None) -> dict[str, str] | None:
             continue
         if len(member) > MAX_MEMBER_BYTES:
             raise _Refused(f"member {key[:64]!r} is over the limit of {MAX_MEMBER_BYTES} bytes")
-        n = len(raw_value)
-        if (
-            n >= 6
-            and raw_value[:3] == "%22"
-            and raw_value[-3:] == "%22"
-            and _PLAIN_VALUE.fullmatch(raw_value, 3, n - 3)
-        ):
-            value = f'"{raw_value[3:-3]}"'  # fast path: a JSON string of plain characters
-        elif not _ENCODED_VALUE.fullmatch(raw_value):
-            raise _Refused(f"member {key[:64]!r} has a malformed value (bad percent-encoding or characters)")
-        elif "%" in raw_value or "+" in raw_value:
-            # OTel writes a space as '+'; our encoder never emits a raw '+', so both read alike.
-            try:
-                value = unquote(raw_value.replace("+", " "), errors="strict")
-            except UnicodeDecodeError:
-                raise _Refused(f"member {key[:64]!r} percent-decodes to invalid UTF-8") from None
-        else:
-            value = raw_value
+        value = _decode_value(key, raw_value)
         if key in items:
             raise _Refused(f"member {key[:64]!r} appears twice")
         items[key] = value
     return items
+
+
+def _decode_value(key: str, raw_value: str) -> str:
+    """The percent-decoded value of member `key`; raises `_Refused` when it is malformed."""
+    n = len(raw_value)
+    if n >= 6 and raw_value[:3] == "%22" and raw_value[-3:] == "%22" and _PLAIN_VALUE.fullmatch(raw_value, 3, n - 3):
+        return f'"{raw_value[3:-3]}"'  # fast path: a JSON string of plain characters
+    if not _ENCODED_VALUE.fullmatch(raw_value):
+        raise _Refused(f"member {key[:64]!r} has a malformed value (bad percent-encoding or characters)")
+    if "%" in raw_value or "+" in raw_value:
+        # OTel writes a space as '+'; our encoder never emits a raw '+', so both read alike.
+        try:
+            return unquote(raw_value.replace("+", " "), errors="strict")
+        except UnicodeDecodeError:
+            raise _Refused(f"member {key[:64]!r} percent-decodes to invalid UTF-8") from None
+    return raw_value

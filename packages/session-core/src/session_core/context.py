@@ -79,17 +79,26 @@ def make_context(
     **backend_fields: Any,
 ) -> dict[str, Any]:
     """Build a version-1 context dict; metadata is checked and copied so the result is immutable in effect."""
+    ctx = _new_context(name, uid_chain, _checked_metadata(metadata, False) if metadata else {}, storage_url)
+    if backend_fields:
+        for key, value in backend_fields.items():
+            if value is not None:
+                ctx[key] = value
+    return ctx
+
+
+def _new_context(
+    name: str, uid_chain: list[str] | tuple[str, ...], checked_metadata: dict[str, Any], storage_url: str | None
+) -> dict[str, Any]:
+    """`make_context` without backend fields, for metadata `_checked_metadata` returned (the context owns it)."""
     ctx: dict[str, Any] = {
         "v": CONTEXT_VERSION,
         "name": name,
         "uid_chain": list(uid_chain),
-        "metadata": _checked_metadata(metadata, wrap=False) if metadata else {},
+        "metadata": checked_metadata,
     }
     if storage_url:
         ctx["storage_url"] = redact_url(storage_url) if "@" in storage_url else storage_url
-    for key, value in backend_fields.items():
-        if value is not None:
-            ctx[key] = value
     return ctx
 
 
@@ -101,6 +110,19 @@ _PLAIN = frozenset({str, int, bool, type(None)})
 _CHAIN_RE = re.compile(r"[0-9A-Za-z_-]{1,64}(?:\.[0-9A-Za-z_-]{1,64})*")
 
 
+def _flat_plain(metadata: dict[Any, Any]) -> bool:
+    """Whether `metadata` has str keys and JSON scalar values only (str, int, bool, None, finite floats)."""
+    plain = _PLAIN
+    isfinite = math.isfinite
+    for key, value in metadata.items():
+        if type(key) is not str:
+            return False
+        t = type(value)
+        if t not in plain and (t is not float or not isfinite(value)):
+            return False
+    return True
+
+
 def _checked_metadata(metadata: Any, wrap: bool = True) -> dict[str, Any]:
     if type(metadata) is not dict:
         if not isinstance(metadata, Mapping):
@@ -108,16 +130,8 @@ def _checked_metadata(metadata: Any, wrap: bool = True) -> dict[str, Any]:
         metadata = dict(metadata)
     if len(metadata) > MAX_METADATA_KEYS:
         raise _bad("metadata", f"has {len(metadata)} keys, over the limit of {MAX_METADATA_KEYS}")
-    plain = _PLAIN
-    isfinite = math.isfinite
-    for key, value in metadata.items():
-        if type(key) is not str:
-            break
-        t = type(value)
-        if t not in plain and (t is not float or not isfinite(value)):
-            break
-    else:
-        return dict(metadata)  # fast path: flat metadata of plain scalars
+    if _flat_plain(metadata):
+        return dict(metadata)  # fast path: nothing to convert
     if not wrap:
         return json_safe(metadata)  # type: ignore[no-any-return]
     try:
@@ -128,12 +142,11 @@ def _checked_metadata(metadata: Any, wrap: bool = True) -> dict[str, Any]:
 
 def _plain_chain(chain: list[Any] | tuple[Any, ...]) -> bool:
     try:
-        joined = "".join(chain)
-    except TypeError:
+        joined = ".".join(chain)
+    except TypeError:  # a non-string uid
         return False
-    if joined.isascii() and joined.isalnum():  # fast path: hex uids
-        return max(map(len, chain)) <= 64 and min(map(len, chain)) > 0
-    return _CHAIN_RE.fullmatch(".".join(chain)) is not None
+    # One dot per join: a dot inside a uid ("a.b") would read back as two uids from baggage.
+    return joined.count(".") == len(chain) - 1 and _CHAIN_RE.fullmatch(joined) is not None
 
 
 def validate_context(ctx: Any) -> dict[str, Any]:

@@ -9,7 +9,7 @@ from typing import Any, Protocol, TypeVar, runtime_checkable
 
 from session_core import stack as _stack
 from session_core._ids import new_session_name, new_uid
-from session_core.context import make_context, validate_context
+from session_core.context import MAX_METADATA_KEYS, _flat_plain, _new_context, make_context, validate_context
 from session_core.errors import SessionStateError
 from session_core.storage import InMemoryStorage
 from session_core.trace import Trace
@@ -79,6 +79,7 @@ class BaseSession:
         "_merged",
         "_name",
         "_parent",
+        "_plain_merged",
         "_storage",
         "_uid",
         "metadata",
@@ -98,6 +99,7 @@ class BaseSession:
         self._uid: str | None = None
         self._chain: tuple[str, ...] | None = None
         self._merged: dict[str, Any] | None = None
+        self._plain_merged: dict[str, Any] | None = None  # `_merged` once checked to be flat plain scalars
         self._active = False
 
     # -- construction from a context -------------------------------------------------------------------
@@ -230,7 +232,12 @@ class BaseSession:
     # -- context ---------------------------------------------------------------------------------------
     def to_context(self) -> dict[str, Any]:
         """The JSON-serializable, picklable context: name, uid chain, merged metadata, storage URL."""
-        return make_context(self.name, self._chain_tuple(), self._merged_view(), self.storage_url)
+        merged = self._merged_view()
+        if merged is not self._plain_merged:
+            if len(merged) > MAX_METADATA_KEYS or not _flat_plain(merged):
+                return make_context(self.name, self._chain_tuple(), merged, self.storage_url)
+            self._plain_merged = merged  # never changes once computed, nor do its (immutable) values
+        return _new_context(self.name, self._chain_tuple(), dict(merged), self.storage_url)
 
     # -- the stack -------------------------------------------------------------------------------------
     def _enter_stack(self) -> None:
