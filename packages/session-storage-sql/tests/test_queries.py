@@ -75,6 +75,10 @@ def test_list_sessions_filters(storage: Any) -> None:
     assert uids(limit=2) == [made["a"], made["j"]]
     assert uids(metadata={"flags": {"a": [1, 2]}}, limit=1) == [made["a"]]
     assert uids(limit=0) == []
+    assert uids(newest_first=True) == [made["b"], made["j"], made["a"]]
+    assert uids(newest_first=True, limit=2) == [made["b"], made["j"]]  # the latest two
+    assert uids(newest_first=True, name="rollout", limit=1) == [made["b"]]
+    assert uids(newest_first=True, metadata={"env": "prod"}, limit=1) == [made["j"]]
     with pytest.raises(ValueError, match="limit"):
         storage.list_sessions(limit=-1)
     with pytest.raises(TypeError, match="since"):

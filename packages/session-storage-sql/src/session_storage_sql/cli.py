@@ -220,6 +220,7 @@ def cmd_ls(args: argparse.Namespace, out: Output) -> int:
     metadata = parse_meta(args.meta)
     since = parse_time(args.since, "--since") if args.since is not None else None
     until = parse_time(args.until, "--until") if args.until is not None else None
+    latest = args.last is not None  # the newest N straight from the index (--last excludes --limit)
     with _database(args) as db:
         records = db.storage.list_sessions(
             name=args.name,
@@ -227,10 +228,11 @@ def cmd_ls(args: argparse.Namespace, out: Output) -> int:
             since=since,
             until=until,
             roots_only=args.roots,
-            limit=args.limit,
+            limit=args.last if latest else args.limit,
+            newest_first=latest,
         )
-        if args.last is not None:
-            records = records[len(records) - args.last :] if args.last else []
+        if latest:
+            records.reverse()  # shown oldest first, like every listing
         if args.quiet:
             sys.stdout.write("".join(f"{r.uid}\n" for r in records))
             return 0

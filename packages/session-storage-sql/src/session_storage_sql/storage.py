@@ -522,9 +522,11 @@ class SqlSessionStorage:
         until: float | datetime.datetime | None = None,
         roots_only: bool = False,
         limit: int | None = None,
+        newest_first: bool = False,
     ) -> list[SessionRecord]:
-        """Sessions oldest first, filtered by name, a metadata subset (every given key equal), creation time
-        (``since <= created_at < until``; unix seconds or datetimes) and whether they are roots."""
+        """Sessions oldest first (`newest_first`: newest first, so `limit` keeps the latest), filtered by name, a
+        metadata subset (every given key equal), creation time (``since <= created_at < until``; unix seconds
+        or datetimes) and whether they are roots."""
         s = self._tables.sessions
         query: Select[Any] = select(*_record_columns(s))
         if name is not None:
@@ -541,7 +543,10 @@ class SqlSessionStorage:
         if wanted:
             condition, exact = self._metadata_filter(wanted)
             query = query.where(condition)
-        query = query.order_by(s.c.created_at, s.c.uid)
+        if newest_first:
+            query = query.order_by(s.c.created_at.desc(), s.c.uid.desc())
+        else:
+            query = query.order_by(s.c.created_at, s.c.uid)
         if limit is not None:
             if limit < 0:
                 raise ValueError(f"limit must be zero or more, got {limit}")
