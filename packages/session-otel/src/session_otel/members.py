@@ -77,17 +77,23 @@ def _compute(key: str, value: Any) -> Entry:
     return (member_key, member, METADATA_PREFIX + key, attribute_value(value))
 
 
-def metadata_entry(key: str, value: Any) -> Entry:
-    """The baggage member and span attribute of one metadata item (cached for small hashable values)."""
+def _simple(value: Any) -> bool:
+    """Whether equal values of this exact type always encode alike, so an entry or template keyed on
+    ``(type, value)`` is safe (small scalars; not 0.0, which equals -0.0, nor NaN, which equals nothing)."""
     t = type(value)
-    if (
+    return (
         t is int
         or t is bool
         or value is None
         or (t is str and len(value) <= _CACHEABLE_STR)
-        or (t is float and value != 0.0)  # 0.0 == -0.0 as keys, but they encode differently
-    ):
-        cache_key = (key, t, value)
+        or (t is float and value != 0.0 and value == value)  # 0.0 == -0.0 but they encode differently
+    )
+
+
+def metadata_entry(key: str, value: Any) -> Entry:
+    """The baggage member and span attribute of one metadata item (cached for small hashable values)."""
+    if _simple(value):
+        cache_key = (key, type(value), value)
         entry = _cache.get(cache_key)
         if entry is None:
             entry = _compute(key, value)
@@ -105,18 +111,6 @@ the uid chain left empty (filled per session, in place, so the key order stays s
 and the metadata keys JSON cannot carry."""
 
 _templates: dict[tuple[Any, ...], Template] = {}
-
-
-def _simple(value: Any) -> bool:
-    """Whether equal values of this exact type always encode alike (so a template keyed on them is safe)."""
-    t = type(value)
-    return (
-        t is int
-        or t is bool
-        or value is None
-        or (t is str and len(value) <= _CACHEABLE_STR)
-        or (t is float and value != 0.0 and value == value)  # 0.0 == -0.0 but they encode differently
-    )
 
 
 def _build_template(name: str, metadata: Any) -> Template:
