@@ -200,6 +200,25 @@ class TestBaggage:
         with pytest.raises(ContextTooLarge):
             encode_baggage(ctx, storage=InMemoryStorage())
 
+    def test_a_reference_is_written_once_per_context_not_once_per_header(self, jsonl_storage):
+        """Every request a session sends encodes its baggage: the context is saved when it changes only."""
+
+        def saved() -> list[dict]:
+            return [rec["context"] for rec in jsonl_storage._records() if "context" in rec]
+
+        big = {f"k{i}": "y" * 100 for i in range(100)}
+        with ContextVarSession("big", storage=jsonl_storage, **big) as s:
+            ctx = s.to_context()
+        for _ in range(5):
+            assert "session.ref=1" in encode_baggage(ctx, storage=jsonl_storage)
+        assert len(saved()) == 1
+        changed = {**ctx, "metadata": {**big, "k0": "z" * 100}}
+        header = encode_baggage(changed, storage=jsonl_storage)
+        assert len(saved()) == 2
+        assert decode_baggage(header, storage=jsonl_storage)["metadata"]["k0"] == "z" * 100
+        encode_baggage(ctx, storage=jsonl_storage, signing_key="k")  # back to the first: saved again
+        assert len(saved()) == 3 and saved()[-1]["metadata"] == big
+
 
 class TestSigning:
     KEY = "k3y-for-tests"

@@ -23,6 +23,8 @@ from __future__ import annotations
 import json
 import logging
 import re
+import threading
+import weakref
 from collections.abc import Mapping
 from typing import Any
 from urllib.parse import quote, unquote
@@ -390,13 +392,37 @@ def encode_baggage(
             if longest > MAX_MEMBER_BYTES:
                 raise ContextTooLarge(longest, MAX_MEMBER_BYTES)
             raise ContextTooLarge(size, MAX_HEADER_BYTES)
-        storage.save_context(dict(ctx))
+        _save_reference(storage, ctx)
         members = _encode_items(_reference_items(ctx))
         size = _header_size(others, members)
         if size > MAX_HEADER_BYTES:
             raise ContextTooLarge(size, MAX_HEADER_BYTES)
         ours = ",".join(members)
     return f"{others},{ours}" if others else ours
+
+
+_saved: weakref.WeakKeyDictionary[Any, dict[str, dict[str, Any]]] = weakref.WeakKeyDictionary()
+_saved_lock = threading.Lock()
+
+
+def _save_reference(storage: Any, ctx: Mapping[str, Any]) -> None:
+    """`storage.save_context(ctx)`, skipped when the same name, uid chain and metadata are what this process last
+    saved in that storage for the session: every request a session sends would otherwise write it again."""
+    uid = ctx["uid_chain"][-1]
+    kept = {"name": ctx["name"], "uid_chain": list(ctx["uid_chain"]), "metadata": ctx["metadata"]}
+    try:
+        known = _saved.get(storage)
+    except TypeError:  # a storage that cannot be weakly referenced (or hashed): save every time
+        storage.save_context(dict(ctx))
+        return
+    if known is not None and known.get(uid) == kept:
+        return
+    storage.save_context(dict(ctx))
+    with _saved_lock:
+        known = _saved.setdefault(storage, {})
+        if len(known) >= _CACHE_MAX:
+            known.clear()
+        known[uid] = kept
 
 
 def _count(header: str) -> int:
