@@ -96,32 +96,31 @@ def _to_trace(data: Any) -> Trace:
 
 
 def decode_traces(texts: list[str]) -> list[Trace]:
-    """Many traces at once: one JSON parse of the whole batch (twice as fast as one parse per row), with the
-    cyclic garbage collector paused meanwhile (the batch allocates tens of thousands of containers, none of
-    them garbage, which would otherwise set off collection after collection).
+    """Many traces at once: one JSON parse of the whole batch (twice as fast as one parse per row). Run it under
+    `gc_paused` for large batches.
 
     A row that is not valid JSON (written by something else) is skipped with an error logged, so one bad row
     does not hide a whole session's traces.
     """
     if not texts:
         return []
-    with gc_paused():
-        try:
-            datas = _loads("[" + ",".join(texts) + "]")
-        except ValueError:
-            datas = []
-            for text in texts:
-                try:
-                    datas.append(_loads(text))
-                except ValueError as exc:
-                    logger.error("skipping a stored trace that is not valid JSON (%s): %.80r", exc, text)
-        return [_to_trace(data) for data in datas]
+    try:
+        datas = _loads("[" + ",".join(texts) + "]")
+    except ValueError:
+        datas = []
+        for text in texts:
+            try:
+                datas.append(_loads(text))
+            except ValueError as exc:
+                logger.error("skipping a stored trace that is not valid JSON (%s): %.80r", exc, text)
+    return [_to_trace(data) for data in datas]
 
 
 @contextmanager
 def gc_paused() -> Iterator[None]:
-    """The cyclic garbage collector off for the block (reading rows and building traces allocates many
-    containers and no garbage); left alone when it was off already, e.g. in an enclosing block."""
+    """The cyclic garbage collector off for the block: reading rows and building traces allocates tens of
+    thousands of containers and no garbage, which would set off collection after collection. Left alone when
+    it was off already (another thread's read, or the caller's choice)."""
     if not gc.isenabled():
         yield
         return
