@@ -197,7 +197,7 @@ def _from_items(
     name = _parse_name(name)
     metadata: dict[str, Any] = {}
     parsed = _parsed_values
-    flat_plain = True  # every key a str, every value a cached scalar: nothing for `_checked_metadata` to do
+    flat_plain = True  # every value a cached scalar (keys are str): nothing for `_checked_metadata` to do
     for k, v in items.items():
         if isinstance(k, str) and k.startswith(META_PREFIX):
             mkey = k[_META_LEN:]
@@ -211,13 +211,9 @@ def _from_items(
                 except (ValueError, RecursionError):
                     raise _Refused(f"metadata member {mkey[:64]!r} is not JSON") from None
                 if len(text) <= _CACHEABLE_MEMBER and _flat_plain({"": value}):  # a scalar kept as is
-                    if len(parsed) >= _CACHE_MAX:
-                        parsed.clear()
-                    parsed[text] = value
+                    _remember(parsed, text, value)
                 else:
                     flat_plain = False
-            if type(mkey) is not str:
-                flat_plain = False
             metadata[mkey] = value
     if not flat_plain or len(metadata) > MAX_METADATA_KEYS:
         metadata = _checked_metadata(metadata)  # JSON allows what contexts do not: NaN, 1e999, deep nesting
@@ -306,6 +302,15 @@ def _encode_items(items: Mapping[str, str]) -> list[str]:
 
 _CACHE_MAX = 4096  # entries per cache (a full cache starts over)
 _CACHEABLE_MEMBER = 256  # longer members and values are not cached
+
+
+def _remember(cache: dict[Any, Any], key: Any, value: Any) -> None:
+    """``cache[key] = value`` in one of this module's bounded caches: a full cache starts over."""
+    if len(cache) >= _CACHE_MAX:
+        cache.clear()
+    cache[key] = value
+
+
 _key_cache: dict[str, str] = {}
 _member_cache: dict[tuple[str, type, Any], str] = {}
 
@@ -314,8 +319,7 @@ def _meta_key(key: str) -> str:
     encoded = _key_cache.get(key)
     if encoded is None:
         encoded = _enc_key(META_PREFIX + key)
-        if len(_key_cache) < _CACHE_MAX:
-            _key_cache[key] = encoded
+        _remember(_key_cache, key, encoded)
     return encoded
 
 
@@ -351,9 +355,7 @@ def _encode_context(ctx: Mapping[str, Any], metadata: Mapping[str, Any]) -> list
             if member is None:
                 member = _meta_member(key, value)
                 if len(member) <= _CACHEABLE_MEMBER:
-                    if len(cache) >= _CACHE_MAX:
-                        cache.clear()
-                    cache[cache_key] = member
+                    _remember(cache, cache_key, member)
             members.append(member)
         else:
             members.append(_meta_member(key, value))
@@ -419,10 +421,7 @@ def _save_reference(storage: Any, ctx: Mapping[str, Any]) -> None:
         return
     storage.save_context(dict(ctx))
     with _saved_lock:
-        known = _saved.setdefault(storage, {})
-        if len(known) >= _CACHE_MAX:
-            known.clear()
-        known[uid] = kept
+        _remember(_saved.setdefault(storage, {}), uid, kept)
 
 
 def _count(header: str) -> int:
@@ -512,9 +511,7 @@ def _plain_header_items(header: str) -> dict[str, str] | None:
             except _Refused:
                 return None
             if key not in _PER_SESSION and len(member) <= _CACHEABLE_MEMBER:
-                if len(cache) >= _CACHE_MAX:
-                    cache.clear()
-                cache[member] = (key, value)
+                _remember(cache, member, (key, value))
         if key in items:
             return None
         items[key] = value
