@@ -17,7 +17,7 @@ from urllib.parse import parse_qs
 
 import pytest
 
-from session_core import ContextVarSession, MissingOptionalDependency
+from session_core import ContextVarSession, MissingOptionalDependency, decode_baggage
 from session_http import (
     instrument_httpx,
     instrument_requests,
@@ -151,6 +151,19 @@ def test_requests_too_large_context_is_not_sent_but_the_request_is(echo_port, ca
         answer = requests.get(f"http://127.0.0.1:{echo_port}/", headers={"baggage": "keep=1"}).json()
     assert answer == {"baggage": "keep=1"}
     assert any("not propagated" in r.getMessage() for r in caplog.records)
+
+
+def test_requests_metadata_json_cannot_carry_is_left_out_not_the_session(echo_port, caplog):
+    """A value that cannot cross a process boundary stays local; the request still carries the session."""
+    requests = pytest.importorskip("requests")
+    caplog.set_level(logging.WARNING)
+    instrument_requests()
+    with ContextVarSession("odd", handle=object(), step=3) as session:
+        answer = requests.get(f"http://127.0.0.1:{echo_port}/", headers={"baggage": "keep=1"}).json()
+    got = decode_baggage(answer["baggage"])
+    assert got is not None and got["uid_chain"] == session.uid_chain and got["metadata"] == {"step": 3}
+    assert answer["baggage"].startswith("keep=1,")
+    assert any("metadata['handle']" in r.getMessage() for r in caplog.records)
 
 
 # -- httpx --------------------------------------------------------------------------------------------------

@@ -275,3 +275,16 @@ def test_sessions_sharing_a_template_never_mix_up_equal_values():
             if value is not None:
                 got = attrs["session.metadata.v"]
                 assert type(got) is type(value if not isinstance(value, list) else tuple(value)), value
+
+
+def test_the_propagator_sends_what_session_http_sends_for_the_innermost_session(caplog):
+    """session-core's `session_baggage` writes the header for both: an inner ContextVarSession is what goes out,
+    and metadata JSON cannot carry is left out of the header, not the whole session."""
+    with caplog.at_level(logging.WARNING):
+        with OTelSession("outer", a=1), ContextVarSession("inner", handle=object(), b=2) as inner:
+            headers: dict[str, str] = {}
+            propagate.inject(headers)
+            assert headers["baggage"] == session_core.session_baggage(inner)
+    ctx = decode_baggage(headers["baggage"])
+    assert ctx["uid_chain"] == inner.uid_chain and ctx["metadata"] == {"a": 1, "b": 2}
+    assert any("metadata['handle']" in r.getMessage() for r in caplog.records)

@@ -38,6 +38,7 @@ from session_core.helpers import (
     record_trace,
 )
 from session_core.hosts import HostAllowList, host_of, resolve_propagate_to
+from session_core.outgoing import session_baggage
 from session_core.registry import (
     get_backend,
     open_storage,
@@ -111,6 +112,7 @@ __all__ = [
     "register_storage_scheme",
     "resolve_propagate_to",
     "restore_session",
+    "session_baggage",
     "sign_context",
     "storage_schemes",
     "strip_session_members",

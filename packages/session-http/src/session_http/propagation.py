@@ -3,22 +3,21 @@
 `inject` merges the current session's members into a headers mapping (other baggage members kept, any
 ``session.*`` members already there replaced, so a header that OpenTelemetry's propagator filled carries the
 session once). A host outside the ``propagate_to`` allow-list gets no session data at all. The encoded members
-are cached per session object, so an instrumented client pays a few microseconds per request.
+are cached per session object (session-core's `session_baggage`), so an instrumented client pays a few
+microseconds per request.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import threading
-import time
 import weakref
 from collections.abc import Iterable, Mapping, MutableMapping
 from typing import Any, TypeVar, overload
 
-from session_core import current_context, decode_baggage, encode_baggage, get_current_session
-from session_core.baggage import MAX_HEADER_BYTES, MAX_MEMBERS, PREFIX, strip_session_members
-from session_core.signing import SIGNING_KEY_ENV, resolve_signing_key
+from session_core import current_context, decode_baggage, encode_baggage, get_current_session, session_baggage
+from session_core.baggage import PREFIX, strip_session_members
+from session_core.signing import resolve_signing_key
 from session_http.allowlist import PROPAGATE_TO_ENV, HostAllowList, host_of
 
 __all__ = ["BAGGAGE", "OutgoingConfig", "extract", "inject"]
@@ -27,42 +26,6 @@ logger = logging.getLogger(__name__)
 
 BAGGAGE = "baggage"
 _H = TypeVar("_H", bound=MutableMapping[str, str])
-_SIGNED_TTL = 60.0  # re-sign a cached header after this many seconds, so issue times stay fresh
-_CACHE_SIZE = 256
-
-
-class _Entry:
-    """The encoded members of one session object, and what they were computed from.
-
-    It keeps the session's uid (unique per session object), not the session, so the cache holds no session or
-    storage alive.
-    """
-
-    __slots__ = ("chain", "expires", "header", "key", "merged", "name", "uid")
-
-    def __init__(
-        self,
-        uid: str,
-        name: str,
-        chain: list[str],
-        merged: dict[str, Any],
-        key: bytes | None,
-        header: str,
-        expires: float | None,
-    ) -> None:
-        self.uid = uid
-        self.name = name
-        self.chain = chain
-        self.merged = merged
-        self.key = key
-        self.header = header
-        self.expires = expires
-
-
-_entries: dict[int, _Entry] = {}
-_entries_lock = threading.Lock()
-
-
 _ENV_DATA: Any = getattr(os.environ, "_data", None) if os.name == "posix" else None
 
 
@@ -72,47 +35,6 @@ def getenv(name: str) -> str | None:
         raw = _ENV_DATA.get(name.encode())
         return None if raw is None else os.fsdecode(raw)
     return os.environ.get(name)
-
-
-def _signing_key(key: str | bytes | None) -> bytes | None:
-    if key is None:
-        env = getenv(SIGNING_KEY_ENV)
-        return env.encode() if env else None
-    return resolve_signing_key(key)
-
-
-def _session_members(key: bytes | None) -> tuple[str | None, dict[str, Any] | None, Any]:
-    """``(members, ctx, storage)`` for the current session; ``ctx`` is only built on a cache miss."""
-    session = get_current_session()
-    if session is None:
-        ctx = current_context()  # an ambient context (e.g. OTel baggage a server extracted), or None
-        if ctx is None:
-            return None, None, None
-        return encode_baggage(ctx, signing_key=key), ctx, None
-    merged_of = getattr(session, "merged_metadata", None)
-    entry = _entries.get(id(session))
-    if (
-        entry is not None
-        and merged_of is not None
-        and entry.uid == session.uid
-        and entry.key == key
-        and (entry.expires is None or time.monotonic() < entry.expires)
-        and entry.name == session.name
-        and entry.chain == session.uid_chain
-        and entry.merged == merged_of()
-    ):
-        return entry.header, None, None
-    ctx = session.to_context()
-    storage = session.storage
-    header = encode_baggage(ctx, signing_key=key, storage=storage) if key else encode_baggage(ctx, storage=storage)
-    if merged_of is not None:
-        expires = time.monotonic() + _SIGNED_TTL if key else None
-        new = _Entry(session.uid, ctx["name"], list(ctx["uid_chain"]), ctx["metadata"], key, header, expires)
-        with _entries_lock:
-            if len(_entries) >= _CACHE_SIZE:
-                _entries.pop(next(iter(_entries)), None)
-            _entries[id(session)] = new
-    return header, ctx, storage
 
 
 def _find_baggage(headers: Mapping[str, str]) -> tuple[str | None, str | None]:
@@ -131,14 +53,6 @@ def _has_session_members(value: str) -> bool:
     return PREFIX in value or ("%" in value and "session%2e" in value.lower())
 
 
-def _others(existing: str | None) -> str:
-    if not existing:
-        return ""
-    if not _has_session_members(existing):
-        return ",".join(m.strip(" \t") for m in existing.split(",") if m.strip(" \t"))
-    return strip_session_members(existing)
-
-
 def _strip(headers: MutableMapping[str, str]) -> None:
     name, existing = _find_baggage(headers)
     if name is None or existing is None or not _has_session_members(existing):
@@ -150,26 +64,18 @@ def _strip(headers: MutableMapping[str, str]) -> None:
         del headers[name]
 
 
-def _inject(headers: MutableMapping[str, str], key: bytes | None) -> None:
-    members, ctx, storage = _session_members(key)
-    if members is None:  # outside any session: what the caller put there (if anything) goes as it is
+def _inject(headers: MutableMapping[str, str], key: bytes | str | None) -> None:
+    """Merge the current session (else an ambient context) into `headers`; `key` None: ``$SESSION_SIGNING_KEY``."""
+    session = get_current_session()
+    if session is not None:  # its members, cached per session object (session-core's `session_baggage`)
+        name, existing = _find_baggage(headers)
+        headers[name or BAGGAGE] = session_baggage(session, existing=existing, signing_key=key)
+        return
+    ctx = current_context()  # an ambient context (e.g. OTel baggage a server extracted), or None
+    if ctx is None:  # outside any session: what the caller put there (if anything) goes as it is
         return
     name, existing = _find_baggage(headers)
-    others = _others(existing)
-    if not others:
-        value = members
-    elif len(others) + 1 + len(members) <= MAX_HEADER_BYTES and (
-        others.count(",") + members.count(",") + 2 <= MAX_MEMBERS
-    ):
-        value = f"{others},{members}"
-    else:  # the merged header is too big: let the encoder move metadata by reference, or say why not
-        if ctx is None:
-            session = get_current_session()
-            ctx = session.to_context() if session is not None else current_context()
-            storage = getattr(session, "storage", None)
-        assert ctx is not None
-        value = encode_baggage(ctx, existing=others, signing_key=key, storage=storage)
-    headers[name or BAGGAGE] = value
+    headers[name or BAGGAGE] = encode_baggage(ctx, existing=existing, signing_key=key)
 
 
 @overload
@@ -204,14 +110,15 @@ def inject(
     Other baggage members are kept; ``session.*`` members already there are replaced. With `url`, a host outside
     `propagate_to` (default ``$SESSION_PROPAGATE_TO``, else every host) gets the session members removed instead.
     `signing_key` (default ``$SESSION_SIGNING_KEY``) signs the context. Outside any session, nothing is added.
-    Raises `session_core.ContextTooLarge` when the context cannot fit the header.
+    Metadata JSON cannot carry is left out, with a warning. Raises `session_core.ContextTooLarge` when the
+    context cannot fit the header.
     """
     if headers is None:
         headers = {}
     if url is not None and not _allow_list(propagate_to).allows_url(url):
         _strip(headers)
         return headers
-    _inject(headers, _signing_key(signing_key))
+    _inject(headers, signing_key)
     return headers
 
 
@@ -281,8 +188,7 @@ class OutgoingConfig:
         """Inject into (or, for a host outside the allow-list, strip from) `headers`; never raises."""
         try:
             if self.allow.every_host or self.allow.allows(host):
-                key = self.signing_key if self.signing_key is not None else _signing_key(None)
-                _inject(headers, key)
+                _inject(headers, self.signing_key)
             else:
                 _strip(headers)
         except Exception as exc:  # an HTTP request must not fail because its session context could not travel

@@ -17,9 +17,10 @@ from opentelemetry.context import get_current
 from session_core import CONTEXT_VERSION, context_from_baggage_items
 from session_otel._keys import BAGGAGE_KEY, SESSION_KEY
 
-__all__ = ["IdentityCache", "baggage_context", "context_in", "session_in"]
+__all__ = ["IdentityCache", "baggage_context", "context_in", "other_members", "session_in", "without_session_members"]
 
 UIDS = "session.uids"
+_PREFIX = "session."
 
 _MISSING = object()
 
@@ -48,6 +49,22 @@ class IdentityCache:
 
 
 _decoded = IdentityCache()
+_others = IdentityCache(64)
+
+
+def without_session_members(bag: Mapping[str, object]) -> dict[str, object]:
+    """A new dict of `bag`'s members that are not session members."""
+    return {k: v for k, v in bag.items() if not k.startswith(_PREFIX)}
+
+
+def other_members(bag: dict[str, object]) -> dict[str, object]:
+    """`without_session_members(bag)`, once per baggage dict (every request a session sends asks for it). The
+    result is shared: callers put it in a `Context` as baggage and never change it."""
+    cached = _others.get(bag)
+    if cached is _MISSING:
+        cached = without_session_members(bag)
+        _others.put(bag, cached)
+    return cached  # type: ignore[no-any-return]
 
 
 def session_in(otel_ctx: Mapping[str, object]) -> Any:

@@ -12,7 +12,7 @@ touched.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from contextvars import ContextVar
 from typing import Any
 from urllib.parse import urlsplit
@@ -27,11 +27,10 @@ from opentelemetry.propagators.textmap import (
     default_setter,
 )
 
-from session_core import ContextTooLarge, UnserializableMetadata, encode_baggage, make_context
-from session_core.context import json_safe
+from session_core import ContextTooLarge, session_baggage
 from session_core.stack import ACTIVE
 from session_otel._keys import BAGGAGE_KEY
-from session_otel.ambient import UIDS
+from session_otel.ambient import UIDS, other_members
 from session_otel.hosts import HostFilter
 
 __all__ = [
@@ -44,7 +43,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-_PREFIX = "session."
 _too_large: set[str] = set()
 _TARGET: ContextVar[str | None] = ContextVar("session_otel.target_host", default=None)
 
@@ -93,10 +91,6 @@ async def httpx_async_request_hook(span: Any, request: Any) -> None:
     note_target_host(getattr(request, "url", None) or "")
 
 
-def _without_session_members(bag: Mapping[str, object]) -> dict[str, object]:
-    return {k: v for k, v in bag.items() if not k.startswith(_PREFIX)}
-
-
 class SessionPropagator(TextMapPropagator):
     """A propagator around `inner` (tracecontext + baggage) that keeps session baggage members right on inject.
 
@@ -104,7 +98,7 @@ class SessionPropagator(TextMapPropagator):
       opened inside an `OTelSession` is what an instrumented request carries.
     - A carrier going to a host outside `hosts` gets no session members.
     - With ``$SESSION_SIGNING_KEY`` set, session members are signed; oversized metadata travels by reference
-      (session-core's `encode_baggage`) instead of being cut by OTel's size limits.
+      (session-core's `session_baggage`) instead of being cut by OTel's size limits.
     """
 
     def __init__(self, inner: TextMapPropagator, hosts: HostFilter | None = None) -> None:
@@ -156,12 +150,11 @@ class SessionPropagator(TextMapPropagator):
         stack = ACTIVE.get() if use_stack else ()
         if not stack:
             return None  # no session object: forward the baggage as OTel would (an extracted context included)
-        # The innermost session, written by session-core's encoder: exact wire format, signed when a key is
-        # configured, oversized metadata by reference instead of members silently dropped by OTel's limits.
+        # The innermost session, written by session-core's `session_baggage`: exact wire format, cached per
+        # session object, signed when a key is configured, oversized metadata by reference instead of members
+        # silently dropped by OTel's limits.
         top = stack[-1]
-        merged = top.merged_metadata() if hasattr(top, "merged_metadata") else top.to_context()["metadata"]
-        core = make_context(top.name, top.uid_chain, _portable(merged))
-        others = _without_session_members(bag)
+        others = other_members(bag)
         base = Context(ctx, **{BAGGAGE_KEY: others})
         existing = None
         if others:
@@ -169,7 +162,7 @@ class SessionPropagator(TextMapPropagator):
             self.inner.inject(scratch, context=base)
             existing = scratch.get("baggage")
         try:
-            return base, encode_baggage(core, existing=existing, storage=top.storage)
+            return base, session_baggage(top, existing=existing)
         except ContextTooLarge as exc:
             if top.uid not in _too_large:  # once per session, not once per request
                 if len(_too_large) > 1024:
@@ -186,18 +179,7 @@ class SessionPropagator(TextMapPropagator):
         return f"SessionPropagator({self.inner!r}, hosts={self.hosts!r})"
 
 
-def _portable(metadata: Mapping[str, Any]) -> dict[str, Any]:
-    """`metadata` without the values JSON cannot carry (they stay on the session; `OTelSession` warns once)."""
-    out = {}
-    for key, value in metadata.items():
-        try:
-            out[key] = json_safe(value)
-        except UnserializableMetadata:
-            continue
-    return out
-
-
 def _strip(ctx: Context) -> tuple[Context, None]:
     bag = ctx.get(BAGGAGE_KEY)
-    others = _without_session_members(bag) if isinstance(bag, dict) else {}
+    others = other_members(bag) if isinstance(bag, dict) else {}
     return Context(ctx, **{BAGGAGE_KEY: others}), None

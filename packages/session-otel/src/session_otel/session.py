@@ -31,7 +31,7 @@ from session_core.stack import ACTIVE as _ACTIVE
 from session_otel import _state
 from session_otel._keys import BAGGAGE_KEY, SESSION_KEY, SPAN_KEY
 from session_otel._version import __version__
-from session_otel.ambient import UIDS, _decode, session_in
+from session_otel.ambient import UIDS, _decode, session_in, without_session_members
 from session_otel.attributes import SESSION_ID, SESSION_UID_CHAIN
 from session_otel.members import FIXED_OK, Template, base_members, template
 
@@ -46,7 +46,6 @@ _detach = otel_context.detach
 _get_provider = otel_trace.get_tracer_provider
 _TRACECONTEXT = TraceContextTextMapPropagator()
 _BAGGAGE = W3CBaggagePropagator()
-_PREFIX = "session."
 _NOOP_PROVIDERS = (otel_trace.ProxyTracerProvider, otel_trace.NoOpTracerProvider)
 _UNSET = object()
 _tracer_cache: tuple[object, Tracer | None] = (_UNSET, None)  # (key, session-otel's tracer or None if no-op)
@@ -112,10 +111,6 @@ def _forget_inner_contexts(session: OTelSession, stack: tuple[Any, ...]) -> None
             return
 
 
-def _without_session_members(bag: Mapping[str, object]) -> dict[str, object]:
-    return {k: v for k, v in bag.items() if not k.startswith(_PREFIX)}
-
-
 class OTelSession(BaseSession):
     """A session carried by OpenTelemetry: its context in W3C baggage, a ``session:<name>`` span current.
 
@@ -174,7 +169,7 @@ class OTelSession(BaseSession):
                 )
         header = otel.get("baggage")
         if header:
-            inherited = _without_session_members(_baggage_items(_BAGGAGE.extract({"baggage": header}, Context())))
+            inherited = without_session_members(_baggage_items(_BAGGAGE.extract({"baggage": header}, Context())))
             self._inherited_bag = inherited or None
 
     @classmethod
@@ -220,7 +215,7 @@ class OTelSession(BaseSession):
         if bag:
             assert isinstance(bag, dict)
             if UIDS in bag and not self._extends(cur, bag):
-                bag = _without_session_members(bag)
+                bag = without_session_members(bag)
             new_bag = {**inherited, **bag, **items} if inherited else {**bag, **items}
         elif inherited:
             new_bag = {**inherited, **items}
@@ -398,7 +393,7 @@ class OTelSession(BaseSession):
 
     def _other_baggage(self) -> dict[str, object]:
         if self._bag is not None:
-            return _without_session_members(self._bag)
+            return without_session_members(self._bag)
         if self._inherited_bag:
             return dict(self._inherited_bag)
         return {}

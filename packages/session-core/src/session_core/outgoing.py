@@ -1,0 +1,183 @@
+"""A session's outgoing ``baggage`` header: what every adapter that sends a session over the network puts there.
+
+session-http's instrumented clients and session-otel's propagator both call `session_baggage`, so a session
+reaches a service the same way whichever of them sent it:
+
+- The members carry the session's name, uid chain and merged metadata. A metadata value JSON cannot carry is
+  left out with a warning (once per key), instead of the whole session: the service still sees the session,
+  and traces recorded there still land under its chain.
+- Encoding takes about ten microseconds, and a client sends the same session over and over, so the members are
+  cached per session object. Each call re-checks them against what they were built from (name, uid chain,
+  merged metadata, signing key), so they are never stale. Nested metadata values changed in place are seen too,
+  as `BaseSession.to_context` sees them.
+- Signed members are re-signed after `SIGNED_TTL` seconds, so their issue time stays within the receiver's
+  max-age.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from session_core.baggage import MAX_HEADER_BYTES, MAX_MEMBERS, PREFIX, encode_baggage, strip_session_members
+from session_core.context import json_safe, make_context
+from session_core.errors import UnserializableMetadata
+from session_core.session import BaseSession
+from session_core.signing import SIGNING_KEY_ENV, resolve_signing_key
+
+__all__ = ["SIGNED_TTL", "session_baggage"]
+
+logger = logging.getLogger(__name__)
+
+SIGNED_TTL = 60.0
+"""Seconds a signed header is reused before it is signed again with a fresh issue time."""
+
+_CACHE_SIZE = 256
+_ENV_DATA: Any = getattr(os.environ, "_data", None) if os.name == "posix" else None
+
+
+class _Entry:
+    """The encoded members of one session object and what they were built from.
+
+    It keeps the session's uid, not the session, so the cache holds no session or storage alive; a new object
+    that reuses a freed one's ``id()`` has another uid.
+    """
+
+    __slots__ = ("chain", "expires", "key", "members", "merged", "name", "uid")
+
+    def __init__(
+        self,
+        uid: str,
+        name: str,
+        chain: tuple[str, ...],
+        merged: dict[str, Any],
+        key: bytes | None,
+        members: str,
+        expires: float | None,
+    ) -> None:
+        self.uid = uid
+        self.name = name
+        self.chain = chain
+        self.merged = merged
+        self.key = key
+        self.members = members
+        self.expires = expires
+
+
+_entries: dict[int, _Entry] = {}
+_entries_lock = threading.Lock()
+_left_out: set[str] = set()
+
+
+def session_baggage(session: Any, *, existing: str | None = None, signing_key: str | bytes | None = None) -> str:
+    """The ``baggage`` header value carrying `session`, merged into `existing` (its session members replaced).
+
+    The same header as ``encode_baggage(session.to_context(), existing=existing, signing_key=signing_key,
+    storage=session.storage)``, except that metadata JSON cannot carry is left out (with a warning) rather than
+    raising `UnserializableMetadata`, and that repeated calls for one session are cheap (see the module
+    docstring). `signing_key` defaults to ``$SESSION_SIGNING_KEY``. Raises `ContextTooLarge` when the session
+    does not fit the header even with its metadata by reference.
+    """
+    key = _signing_key(signing_key)
+    members = _members(session, key)
+    others = _others(existing)
+    if not others:
+        return members
+    if len(others) + 1 + len(members) <= MAX_HEADER_BYTES and (
+        others.count(",") + members.count(",") + 2 <= MAX_MEMBERS
+    ):
+        return f"{others},{members}"
+    # Too big together: the encoder moves the metadata by reference when the storage keeps contexts, or says why not.
+    return encode_baggage(_context(session), existing=others, signing_key=key, storage=session.storage)
+
+
+def _signing_key(key: str | bytes | None) -> bytes | None:
+    if key is not None:
+        return resolve_signing_key(key)
+    if _ENV_DATA is not None:  # os.environ.get without its exception path for a missing name (read per request)
+        raw = _ENV_DATA.get(SIGNING_KEY_ENV.encode())
+        return raw or None
+    return resolve_signing_key(None)
+
+
+def _members(session: Any, key: bytes | None) -> str:
+    """The session's own members, from the cache when they still describe it."""
+    if isinstance(session, BaseSession):
+        name, chain, merged = session.name, session._chain_tuple(), session._merged_view()
+    else:  # any other SessionProtocol implementation: built every time
+        return _encode(session, key)
+    entry = _entries.get(id(session))
+    if (
+        entry is not None
+        and entry.uid == chain[-1]
+        and entry.key == key
+        and (entry.expires is None or time.monotonic() < entry.expires)
+        and entry.name == name
+        and entry.chain == chain
+        and entry.merged == merged
+    ):
+        return entry.members
+    ctx = _context(session)
+    members = _encode_context(ctx, session, key)
+    if len(ctx["metadata"]) != len(merged):
+        return members  # values were left out: no copy of what the session holds to check a cached entry against
+    expires = time.monotonic() + SIGNED_TTL if key else None
+    new = _Entry(chain[-1], name, chain, ctx["metadata"], key, members, expires)
+    with _entries_lock:
+        if len(_entries) >= _CACHE_SIZE:
+            _entries.pop(next(iter(_entries)), None)
+        _entries[id(session)] = new
+    return members
+
+
+def _encode(session: Any, key: bytes | None) -> str:
+    return _encode_context(_context(session), session, key)
+
+
+def _encode_context(ctx: dict[str, Any], session: Any, key: bytes | None) -> str:
+    storage = session.storage
+    return encode_baggage(ctx, signing_key=key, storage=storage) if key else encode_baggage(ctx, storage=storage)
+
+
+def _context(session: Any) -> dict[str, Any]:
+    """Name, uid chain and the merged metadata JSON can carry (a checked copy, which the context owns)."""
+    merged_of = getattr(session, "merged_metadata", None)
+    merged = merged_of() if callable(merged_of) else session.to_context()["metadata"]
+    name, chain = session.name, session.uid_chain
+    try:
+        return make_context(name, chain, merged)
+    except UnserializableMetadata:
+        return make_context(name, chain, _portable(merged, name))
+
+
+def _portable(metadata: Mapping[str, Any], session_name: str) -> dict[str, Any]:
+    """`metadata` without the values JSON cannot carry, warning once per key left out."""
+    out = {}
+    left = []
+    for key, value in metadata.items():
+        try:
+            out[key] = json_safe(value, f"metadata[{key!r}]")
+        except UnserializableMetadata as exc:
+            left.append((key, exc))
+    fresh = [(key, exc) for key, exc in left if key not in _left_out]
+    if fresh and len(_left_out) < 1024:
+        _left_out.update(key for key, _ in fresh)
+        logger.warning(
+            "session %r: metadata left out of outgoing baggage (the session still travels without it): %s",
+            session_name[:64],
+            "; ".join(str(exc) for _, exc in fresh[:8]),
+        )
+    return out
+
+
+def _others(existing: str | None) -> str:
+    """The members of `existing` that are not session members, in order."""
+    if not existing:
+        return ""
+    if PREFIX not in existing and ("%" not in existing or "session%2e" not in existing.lower()):
+        return ",".join(m.strip(" \t") for m in existing.split(",") if m.strip(" \t"))
+    return strip_session_members(existing)

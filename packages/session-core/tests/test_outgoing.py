@@ -1,0 +1,152 @@
+"""`session_baggage`: a session's outgoing header, the same as `encode_baggage` of its context, cached per
+session object without ever going stale, and never refused for metadata JSON cannot carry."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any
+
+import pytest
+
+from session_core import (
+    ContextTooLarge,
+    ContextVarSession,
+    InMemoryStorage,
+    decode_baggage,
+    encode_baggage,
+    session_baggage,
+    strip_session_members,
+)
+from session_core import outgoing as _outgoing
+
+
+def test_the_header_is_the_encoded_context_and_is_reused_while_nothing_changes():
+    with ContextVarSession("out", a=1, nested={"k": [1, "two"]}, f=1.5) as s:
+        first = session_baggage(s)
+        assert first == encode_baggage(s.to_context())
+        assert session_baggage(s) is first  # cached: not encoded again
+        assert decode_baggage(first)["metadata"] == {"a": 1, "nested": {"k": [1, "two"]}, "f": 1.5}
+
+
+def test_the_cached_header_follows_nesting_renaming_and_mutation():
+    with ContextVarSession("outer", a=1) as outer:
+        before = session_baggage(outer)
+        with ContextVarSession(b=[1]) as inner:
+            nested = decode_baggage(session_baggage(inner))
+            inner.metadata["b"].append(2)  # a nested value changed in place is seen, as to_context sees it
+            mutated = decode_baggage(session_baggage(inner))
+        outer.name = "renamed"
+        renamed = decode_baggage(session_baggage(outer))
+        outer.metadata["a"] = 2
+        changed = decode_baggage(session_baggage(outer))
+        assert changed["metadata"] == outer.to_context()["metadata"]  # whatever the context says, the header says
+    assert decode_baggage(before)["uid_chain"] == outer.uid_chain
+    assert nested["uid_chain"] == inner.uid_chain and nested["metadata"] == {"a": 1, "b": [1]}
+    assert mutated["metadata"] == {"a": 1, "b": [1, 2]}
+    assert renamed["name"] == "renamed"
+
+
+def test_a_session_entered_under_another_parent_gets_its_new_chain():
+    child = ContextVarSession("child")
+    with ContextVarSession("first") as first, child:
+        assert decode_baggage(session_baggage(child))["uid_chain"] == [first.uid, child.uid]
+    with ContextVarSession("second") as second, child:
+        assert decode_baggage(session_baggage(child))["uid_chain"] == [second.uid, child.uid]
+
+
+def test_existing_members_are_kept_and_old_session_members_replaced():
+    with ContextVarSession("old") as old:
+        stale = session_baggage(old, existing="tenant=acme")
+    with ContextVarSession("new", k="v") as s:
+        header = session_baggage(s, existing=f" {stale} , other=1")
+        assert header.startswith("tenant=acme,other=1,session.")
+        assert header.count("session.uids=") == 1
+        assert decode_baggage(header)["uid_chain"] == [s.uid]
+        assert strip_session_members(header) == "tenant=acme,other=1"
+
+
+def test_metadata_json_cannot_carry_is_left_out_once_with_one_warning(caplog):
+    marker = object()
+    with caplog.at_level(logging.WARNING, logger="session_core.outgoing"):
+        for _ in range(3):
+            with ContextVarSession("odd", obj=marker, ok=1, inf=float("inf")) as s:
+                ctx = decode_baggage(session_baggage(s))
+                assert ctx["uid_chain"] == [s.uid] and ctx["metadata"] == {"ok": 1}
+    warnings = [r for r in caplog.records if r.name == "session_core.outgoing"]
+    assert len(warnings) == 1  # once per key, not once per request or per session
+    assert "metadata['obj']" in warnings[0].getMessage() and "metadata['inf']" in warnings[0].getMessage()
+
+
+def test_signed_members_verify_and_are_signed_again_after_the_ttl(monkeypatch):
+    with ContextVarSession("signed", a=1) as s:
+        header = session_baggage(s, signing_key="secret")
+        assert decode_baggage(header, signing_key="secret")["metadata"] == {"a": 1}
+        assert session_baggage(s, signing_key="secret") is header
+        assert "session.sig=" not in session_baggage(s)  # another key (none): its own entry
+        monkeypatch.setenv("SESSION_SIGNING_KEY", "from-env")
+        from_env = session_baggage(s)
+        assert decode_baggage(from_env, signing_key="from-env")["uid_chain"] == [s.uid]
+        monkeypatch.setattr(_outgoing, "SIGNED_TTL", 0.0)
+        again = session_baggage(s, signing_key="secret")
+        assert session_baggage(s, signing_key="secret") is not again  # expired at once: signed afresh
+
+
+def test_too_large_metadata_travels_by_reference_or_raises(jsonl_storage):
+    big = {f"k{i}": "y" * 100 for i in range(100)}
+    with ContextVarSession("big", storage=jsonl_storage, **big) as s:
+        header = session_baggage(s, existing="tenant=acme")
+        assert "session.ref=1" in header and header.startswith("tenant=acme,")
+        assert decode_baggage(header, storage=jsonl_storage)["metadata"] == big
+    with ContextVarSession("big", storage=InMemoryStorage(), **big) as s, pytest.raises(ContextTooLarge):
+        session_baggage(s)  # an in-process store cannot be reached by reference: a clear error
+
+
+def test_a_merge_too_big_for_one_header_moves_the_metadata_by_reference(jsonl_storage):
+    existing = ",".join(f"o{i}={'z' * 60}" for i in range(100))  # about 6.6 KB of other members
+    meta = {f"k{i}": "y" * 50 for i in range(30)}  # fits alone, not together with `existing`
+    with ContextVarSession("merge", storage=jsonl_storage, **meta) as s:
+        alone = session_baggage(s)
+        assert "session.ref=1" not in alone
+        header = session_baggage(s, existing=existing)
+    assert header.startswith(existing + ",") and "session.ref=1" in header
+    assert decode_baggage(header, storage=jsonl_storage)["metadata"] == meta
+
+
+class _Foreign:
+    """Another SessionProtocol implementation: only the public attributes."""
+
+    def __init__(self) -> None:
+        self.name = "foreign"
+        self.uid_chain = ["f1", "f2"]
+        self.storage = None
+
+    def to_context(self) -> dict[str, Any]:
+        return {"v": 1, "name": self.name, "uid_chain": list(self.uid_chain), "metadata": {"x": 1}}
+
+
+def test_any_session_protocol_implementation_is_encoded():
+    header = session_baggage(_Foreign())
+    assert decode_baggage(header) == {"v": 1, "name": "foreign", "uid_chain": ["f1", "f2"], "metadata": {"x": 1}}
+
+
+def test_threads_each_send_their_own_session():
+    results: dict[int, tuple[list[str], dict[str, Any]]] = {}
+    barrier = threading.Barrier(16)
+
+    def work(i: int) -> None:
+        with ContextVarSession(f"t{i}", i=i) as s:
+            barrier.wait()
+            for _ in range(50):
+                ctx = decode_baggage(session_baggage(s))
+                assert ctx["uid_chain"] == s.uid_chain
+            results[i] = (ctx["uid_chain"], ctx["metadata"])
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(16)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(results) == list(range(16))
+    assert all(meta == {"i": i} for i, (_, meta) in results.items())
+    assert len({tuple(chain) for chain, _ in results.values()}) == 16
