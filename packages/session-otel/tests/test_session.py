@@ -336,3 +336,27 @@ def test_exiting_out_of_order_raises_and_leaves_no_session_in_the_otel_context()
     assert get_current_session() is None
     assert baggage.get_baggage("session.uids") is None
     assert trace.get_current_span() is trace.INVALID_SPAN
+
+
+def test_metadata_changed_between_entries_is_in_the_next_entrys_baggage_and_span(spans):
+    s = OTelSession("again", step=0)
+    for step in range(3):
+        s.metadata["step"] = step
+        with s:
+            assert baggage.get_baggage("session.m.step") == str(step)
+    steps = [x.attributes["session.metadata.step"] for x in _session_spans(spans)]
+    assert steps == [0, 1, 2]
+
+
+def test_metadata_changed_inside_a_session_is_what_later_reads_and_requests_carry():
+    from opentelemetry import propagate
+
+    with OTelSession("live", phase="plan") as s:
+        s.metadata["phase"] = "act"
+        assert get_current_metadata() == {"phase": "act"}
+        assert s.to_otel_context()["metadata"] == {"phase": "act"}
+        headers: dict[str, str] = {}
+        propagate.inject(headers)
+        assert session_core.decode_baggage(headers["baggage"])["metadata"] == {"phase": "act"}
+        # The OTel context attached on entry is immutable: its baggage keeps the value the session entered with.
+        assert baggage.get_baggage("session.m.phase") == '"plan"'

@@ -34,6 +34,15 @@ def test_sessions_are_stored_with_name_metadata_and_place_in_the_tree(storage: A
     assert storage.get_session("no-such-uid") is None
 
 
+def test_metadata_changed_inside_a_session_reaches_its_traces_and_its_row(storage: Any) -> None:
+    with ContextVarSession("rollout", storage=storage, step=0) as root:
+        record_trace(name="first")
+        root.metadata["step"] = 1
+        record_trace(name="second")
+    assert [t.metadata["step"] for t in root.llm_calls] == [0, 1]
+    assert storage.get_session(root.uid).metadata == {"step": 1}  # the row follows the session's latest view
+
+
 def test_an_ancestor_known_only_by_uid_has_no_name(storage: Any) -> None:
     storage.add_trace(["far-root", "mid", "leaf"], "leaf-name", Trace(name="t"))
     assert storage.get_session("leaf").name == "leaf-name"

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import itertools
 import os
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from types import TracebackType
 from typing import Any, Protocol, TypeVar, runtime_checkable
 
@@ -14,11 +15,82 @@ from session_core.errors import SessionStateError
 from session_core.storage import InMemoryStorage
 from session_core.trace import Trace
 
-__all__ = ["BaseSession", "ContextVarSession", "SessionProtocol", "default_storage"]
+__all__ = [
+    "BaseSession",
+    "ContextVarSession",
+    "SessionMetadata",
+    "SessionProtocol",
+    "default_storage",
+    "metadata_version",
+]
 
 STORAGE_URL_ENV = "SESSION_STORAGE_URL"
 _ACTIVE = _stack.ACTIVE
 _S = TypeVar("_S", bound="BaseSession")
+_changes = itertools.count(1)
+_epoch = 0  # a new, never-repeated number after every change to any session's metadata
+
+
+def _changed() -> None:
+    global _epoch
+    _epoch = next(_changes)  # unique values: a reader that noted an older one always sees a difference
+
+
+def metadata_version() -> int:
+    """A number that changes whenever any session's metadata changes (see `SessionMetadata`): a cache of values
+    derived from metadata (an adapter's baggage members, span attributes) notes it and compares it before reuse."""
+    return _epoch
+
+
+class SessionMetadata(dict):  # type: ignore[type-arg]
+    """A session's own metadata: a dict whose changes the session and its descendants see on their next read.
+
+    ``session.metadata["step"] = 3`` inside a session is what `record_trace`, `get_current_metadata`,
+    `to_context` and the outgoing headers then carry. Merged views are cached, and any change to any session's
+    metadata invalidates every cached view (changes are rare; reads are constant). Values changed in place (an
+    item appended to a list value) are seen without this, as every merged view shares them.
+    """
+
+    __slots__ = ()
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        dict.__setitem__(self, key, value)
+        _changed()
+
+    def __delitem__(self, key: str) -> None:
+        dict.__delitem__(self, key)
+        _changed()
+
+    def __ior__(self, other: Any) -> SessionMetadata:  # type: ignore[misc]
+        dict.update(self, other)
+        _changed()
+        return self
+
+    def update(self, *args: Any, **kwargs: Any) -> None:
+        dict.update(self, *args, **kwargs)
+        _changed()
+
+    def setdefault(self, key: str, default: Any = None) -> Any:
+        value = dict.setdefault(self, key, default)
+        _changed()
+        return value
+
+    def pop(self, *args: Any) -> Any:
+        value = dict.pop(self, *args)
+        _changed()
+        return value
+
+    def popitem(self) -> tuple[str, Any]:
+        item = dict.popitem(self)
+        _changed()
+        return item
+
+    def clear(self) -> None:
+        dict.clear(self)
+        _changed()
+
+    def __reduce__(self) -> tuple[Any, ...]:  # pickles and copies as a plain dict
+        return (dict, (dict(self),))
 
 
 @runtime_checkable
@@ -77,12 +149,13 @@ class BaseSession:
         "_chain",
         "_ctx",
         "_merged",
+        "_merged_at",
+        "_meta",
         "_name",
         "_parent",
         "_plain_merged",
         "_storage",
         "_uid",
-        "metadata",
     )
 
     backend_name = "contextvar"
@@ -92,13 +165,14 @@ class BaseSession:
             raise TypeError(f"session name must be a str, got {type(name).__name__}")
         self._name = name
         self._storage = storage
-        self.metadata = metadata
+        self._meta: dict[str, Any] = metadata  # the caller's fresh kwargs: a SessionMetadata once handed out
         stack = _ACTIVE.get()
         self._parent = stack[-1] if stack else None
         self._ctx: dict[str, Any] | None = None
         self._uid: str | None = None
         self._chain: tuple[str, ...] | None = None
         self._merged: dict[str, Any] | None = None
+        self._merged_at = 0
         self._plain_merged: dict[str, Any] | None = None  # `_merged` once checked to be flat plain scalars
         self._active = False
 
@@ -172,9 +246,24 @@ class BaseSession:
         """Metadata merged outer → inner (a fresh dict each call)."""
         return dict(self._merged_view())
 
+    @property
+    def metadata(self) -> SessionMetadata:
+        """This session's own metadata (not its ancestors'); changes are seen on the next read, see
+        `SessionMetadata`."""
+        meta = self._meta
+        if type(meta) is not SessionMetadata:  # first handed out: from now on, changes are tracked
+            meta = self._meta = SessionMetadata(meta)
+        return meta
+
+    @metadata.setter
+    def metadata(self, value: Mapping[str, Any] | Iterable[tuple[str, Any]]) -> None:
+        self._meta = SessionMetadata(value)
+        _changed()
+
     def _merged_view(self) -> dict[str, Any]:
         merged = self._merged
-        if merged is None:
+        if merged is None or self._merged_at != _epoch:
+            self._merged_at = _epoch  # noted before reading: a change made while merging is seen next time
             if self._ctx is not None:
                 outer: Mapping[str, Any] = self._ctx["metadata"]
             elif self._parent is not None:
@@ -182,7 +271,7 @@ class BaseSession:
                 outer = parent._merged_view() if isinstance(parent, BaseSession) else parent.merged_metadata()
             else:
                 outer = {}
-            merged = self._merged = {**outer, **self.metadata} if outer else dict(self.metadata)
+            merged = self._merged = {**outer, **self._meta} if outer else dict(self._meta)
         return merged
 
     @property

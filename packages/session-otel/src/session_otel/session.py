@@ -27,6 +27,7 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 from opentelemetry.util.types import AttributeValue
 
 from session_core import BaseSession, ContextTooLarge, encode_baggage, make_context
+from session_core.session import metadata_version as _metadata_version
 from session_core.stack import ACTIVE as _ACTIVE
 from session_otel import _state
 from session_otel._keys import BAGGAGE_KEY, SESSION_KEY, SPAN_KEY
@@ -131,7 +132,8 @@ class OTelSession(BaseSession):
     _remote_span: Span | None = None  # the sender's span, for a restored context with a traceparent
     _inherited_bag: dict[str, object] | None = None  # the sender's other baggage members
     _bag: dict[str, object] | None = None  # the baggage attached by the current (or last) entry
-    _prep: tuple[tuple[str, ...], dict[str, str], str] | None = None  # (chain, baggage members, span name)
+    # (chain, baggage members, span name, session_core's metadata_version() when built)
+    _prep: tuple[tuple[str, ...], dict[str, str], str, int] | None = None
     _attrs: dict[str, AttributeValue] | None = None  # span attributes, built after `_prep` when a span records
     _tmpl: Template | None = None  # what `_prep` and `_attrs` were built from
 
@@ -144,7 +146,7 @@ class OTelSession(BaseSession):
         **metadata: Any,
     ) -> None:
         BaseSession.__init__(self, name, storage)
-        self.metadata = metadata  # what BaseSession.__init__(..., **metadata) stores, without repacking the kwargs
+        self._meta = metadata  # what BaseSession.__init__(..., **metadata) stores, without repacking the kwargs
         if tracer is not None:
             self._tracer = tracer
 
@@ -208,7 +210,7 @@ class OTelSession(BaseSession):
             tracer = None
         chain = self._chain_tuple()
         prep = self._prep
-        if prep is None or prep[0] is not chain:
+        if prep is None or prep[0] is not chain or prep[3] != _metadata_version():
             prep = self._prepare(chain)
         items = prep[1]
         inherited = self._inherited_bag
@@ -262,13 +264,14 @@ class OTelSession(BaseSession):
         self._chain = None
         self._merged = None
 
-    def _prepare(self, chain: tuple[str, ...]) -> tuple[tuple[str, ...], dict[str, str], str]:
+    def _prepare(self, chain: tuple[str, ...]) -> tuple[tuple[str, ...], dict[str, str], str, int]:
         """The baggage members this session sets on every entry (and its span name), built once per chain from
         the template shared by every session with the same name and merged metadata."""
+        version = _metadata_version()  # noted first: a change made while preparing is seen on the next entry
         name = self._name
         if name is None:
             name = self.name
-        tmpl = template(name, self.metadata if self._parent is None and self._ctx is None else self._merged_view())
+        tmpl = template(name, self._meta if self._parent is None and self._ctx is None else self._merged_view())
         if tmpl[3]:
             _warn_unserializable(self, list(tmpl[3]))
         items = tmpl[0].copy()
@@ -276,7 +279,7 @@ class OTelSession(BaseSession):
             items[UIDS] = ".".join(chain)
         else:
             items.update(base_members(name, chain))
-        prep = (chain, items, tmpl[2])
+        prep = (chain, items, tmpl[2], version)
         self._prep = prep
         self._tmpl = tmpl
         self._attrs = None
@@ -339,10 +342,12 @@ class OTelSession(BaseSession):
         ctx = self._span_context()
         return otel_trace.format_span_id(ctx.span_id) if ctx is not None and ctx.is_valid else None
 
-    def _prepared(self) -> tuple[tuple[str, ...], dict[str, str], str]:
+    def _prepared(self) -> tuple[tuple[str, ...], dict[str, str], str, int]:
         chain = self._chain_tuple()
         prep = self._prep
-        return prep if prep is not None and prep[0] is chain else self._prepare(chain)
+        if prep is not None and prep[0] is chain and prep[3] == _metadata_version():
+            return prep
+        return self._prepare(chain)
 
     @property
     def baggage_items(self) -> dict[str, str]:
