@@ -38,6 +38,26 @@ def test_a_contextvar_session_inside_is_what_gets_stamped(spans):
     assert attrs["session.metadata.b"] == (1, 2)
 
 
+def test_spans_carry_the_sessions_metadata_as_it_is_when_they_start(spans):
+    llm = trace.get_tracer("llm")
+    with ContextVarSession("plain", step=0) as plain, OTelSession("otel-inner", phase="a") as inner:
+        for step in range(3):
+            plain.metadata["step"] = step
+            inner.metadata["phase"] = f"p{step}"
+            with llm.start_as_current_span(f"call-{step}"):
+                pass
+    got = _by_name(spans)
+    assert [got[f"call-{i}"].attributes["session.metadata.step"] for i in range(3)] == [0, 1, 2]
+    assert [got[f"call-{i}"].attributes["session.metadata.phase"] for i in range(3)] == ["p0", "p1", "p2"]
+    with ContextVarSession("cv", step=0) as cv:
+        for step in range(2):
+            cv.metadata["step"] = step
+            with llm.start_as_current_span(f"cv-{step}"):
+                pass
+    got = _by_name(spans)
+    assert [got[f"cv-{i}"].attributes["session.metadata.step"] for i in range(2)] == [0, 1]
+
+
 def test_spans_in_a_server_with_only_baggage_are_stamped_with_the_callers_session(spans):
     header = encode_baggage({"name": "caller", "uid_chain": ["c1", "c2"], "metadata": {"user": "u"}})
     token = attach(W3CBaggagePropagator().extract({"baggage": header}, context=Context()))

@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING, Any
 from opentelemetry.context import Context, get_current
 from opentelemetry.util.types import AttributeValue
 
+from session_core import BaseSession
+from session_core.session import metadata_version
 from session_core.stack import ACTIVE
 from session_otel._keys import BAGGAGE_KEY
 from session_otel.ambient import _MISSING, UIDS, IdentityCache, context_in
@@ -33,7 +35,8 @@ else:
 logger = logging.getLogger(__name__)
 
 _lock = threading.Lock()
-_last_session: tuple[Any, dict[str, AttributeValue]] = (None, {})
+# The last session stamped for, with what its attributes were built from (uid chain, name, metadata version).
+_last_session: tuple[Any, tuple[Any, ...], dict[str, AttributeValue]] = (None, (), {})
 _by_baggage = IdentityCache()
 
 
@@ -43,15 +46,22 @@ def attributes_for_session(session: Any) -> dict[str, AttributeValue]:
     prepared = getattr(session, "span_attributes", None)
     if prepared is not None:
         return prepared()  # type: ignore[no-any-return]
-    cached_session, cached = _last_session
-    if cached_session is session:
+    if not isinstance(session, BaseSession):  # another SessionProtocol implementation: built every time
+        return _build(session)
+    key = (session._chain_tuple(), session.name, metadata_version())
+    cached_session, cached_key, cached = _last_session
+    if cached_session is session and cached_key == key:
         return cached
+    attrs = _build(session)
+    with _lock:
+        _last_session = (session, key, attrs)
+    return attrs
+
+
+def _build(session: Any) -> dict[str, AttributeValue]:
     merged = session.merged_metadata() if hasattr(session, "merged_metadata") else session.to_context()["metadata"]
     chain = session.uid_chain
-    attrs = session_attributes(session.name, chain[-1], chain, metadata_attributes(merged))
-    with _lock:
-        _last_session = (session, attrs)
-    return attrs
+    return session_attributes(session.name, chain[-1], chain, metadata_attributes(merged))
 
 
 def _attributes_from_baggage(ctx: Context) -> dict[str, AttributeValue] | None:
