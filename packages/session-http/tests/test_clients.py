@@ -153,6 +153,21 @@ def test_requests_too_large_context_is_not_sent_but_the_request_is(echo_port, ca
     assert any("not propagated" in r.getMessage() for r in caplog.records)
 
 
+def test_requests_a_context_that_cannot_travel_is_reported_once_per_session(echo_port, caplog):
+    """Metadata over the context limit (128 keys): every request still goes out, without the session, and the
+    reason is logged once per session, not once per request."""
+    requests = pytest.importorskip("requests")
+    caplog.set_level(logging.WARNING)
+    instrument_requests()
+    for _ in range(2):
+        with ContextVarSession("wide", **{f"k{i}": i for i in range(200)}):
+            answers = [requests.get(f"http://127.0.0.1:{echo_port}/", headers={"baggage": "keep=1"}).json()]
+            answers += [requests.get(f"http://127.0.0.1:{echo_port}/").json() for _ in range(3)]
+        assert answers == [{"baggage": "keep=1"}] + [{"baggage": None}] * 3
+    said = [r.getMessage() for r in caplog.records if "not propagated" in r.getMessage()]
+    assert len(said) == 2 and all("over the limit of 128" in m for m in said)  # one per session
+
+
 def test_requests_metadata_json_cannot_carry_is_left_out_not_the_session(echo_port, caplog):
     """A value that cannot cross a process boundary stays local; the request still carries the session."""
     requests = pytest.importorskip("requests")

@@ -288,3 +288,21 @@ def test_the_propagator_sends_what_session_http_sends_for_the_innermost_session(
     ctx = decode_baggage(headers["baggage"])
     assert ctx["uid_chain"] == inner.uid_chain and ctx["metadata"] == {"a": 1, "b": 2}
     assert any("metadata['handle']" in r.getMessage() for r in caplog.records)
+
+
+def test_a_context_that_cannot_travel_is_left_out_and_reported_once_per_session(caplog):
+    token = attach(baggage.set_baggage("tenant", "acme"))
+    try:
+        with caplog.at_level(logging.WARNING, logger="session_otel"):
+            for _ in range(2):
+                with ContextVarSession("wide", **{f"k{i}": i for i in range(200)}):
+                    carriers = []
+                    for _ in range(3):
+                        headers: dict[str, str] = {}
+                        propagate.inject(headers)
+                        carriers.append(headers["baggage"])
+                assert carriers == ["tenant=acme"] * 3  # other members still go; no session member does
+    finally:
+        detach(token)
+    said = [r for r in caplog.records if "left out of an outgoing carrier" in r.getMessage()]
+    assert len(said) == 2 and all("over the limit of 128" in r.getMessage() for r in said)

@@ -175,6 +175,26 @@ def extract(
     return decode_baggage(value, signing_key=signing_key, storage=storage, strict=strict)
 
 
+_warned: set[tuple[str | None, str]] = set()
+
+
+def _warn_not_propagated(host: str | None, exc: Exception) -> None:
+    """Say why a request went without its session: once per session and error, not on every request."""
+    session = get_current_session()
+    key = (getattr(session, "uid", None), f"{type(exc).__name__}: {exc}"[:240])
+    if key in _warned:
+        logger.debug("session context not propagated to %s: %s", host or "the request's host", exc)
+        return
+    if len(_warned) >= 1024:
+        _warned.clear()
+    _warned.add(key)
+    logger.warning(
+        "session context not propagated to %s: %s (said once per session; its requests go without it)",
+        host or "the request's host",
+        exc,
+    )
+
+
 class OutgoingConfig:
     """What an instrumented client applies to each request: the allow-list and the signing key."""
 
@@ -192,7 +212,7 @@ class OutgoingConfig:
             else:
                 _strip(headers)
         except Exception as exc:  # an HTTP request must not fail because its session context could not travel
-            logger.warning("session context not propagated to %s: %s", host or "the request's host", exc)
+            _warn_not_propagated(host, exc)
             try:
                 _strip(headers)
             except Exception:

@@ -125,8 +125,8 @@ class SessionPropagator(TextMapPropagator):
         ctx = context if context is not None else get_current()
         try:
             plan = self._plan(ctx, target, use_stack=context is None)
-        except Exception:  # never break the caller's request: send no session members, and say why
-            logger.warning("session baggage left out of an outgoing carrier", exc_info=True)
+        except Exception as exc:  # never break the caller's request: send no session members, and say why
+            _warn_left_out(exc)
             plan = _strip(ctx)
         if plan is None:
             self.inner.inject(carrier, context=context, setter=setter)
@@ -177,6 +177,22 @@ class SessionPropagator(TextMapPropagator):
 
     def __repr__(self) -> str:
         return f"SessionPropagator({self.inner!r}, hosts={self.hosts!r})"
+
+
+_warned: set[tuple[str | None, str]] = set()
+
+
+def _warn_left_out(exc: Exception) -> None:
+    """Say why a carrier went without the session: once per session and error, not on every request."""
+    stack = ACTIVE.get()
+    key = (getattr(stack[-1], "uid", None) if stack else None, f"{type(exc).__name__}: {exc}"[:240])
+    if key in _warned:
+        logger.debug("session baggage left out of an outgoing carrier: %s", exc)
+        return
+    if len(_warned) >= 1024:
+        _warned.clear()
+    _warned.add(key)
+    logger.warning("session baggage left out of an outgoing carrier (said once per session): %s", exc, exc_info=exc)
 
 
 def _strip(ctx: Context) -> tuple[Context, None]:
