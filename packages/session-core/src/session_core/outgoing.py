@@ -109,7 +109,7 @@ def _members(session: Any, key: bytes | None) -> str:
     if isinstance(session, BaseSession):
         name, chain, merged = session.name, session._chain_tuple(), session._merged_view()
     else:  # any other SessionProtocol implementation: built every time
-        return _encode(session, key)
+        return _encode_context(_context(session), session, key)
     entry = _entries.get(id(session))
     if (
         entry is not None
@@ -132,10 +132,6 @@ def _members(session: Any, key: bytes | None) -> str:
             _entries.pop(next(iter(_entries)), None)
         _entries[id(session)] = new
     return members
-
-
-def _encode(session: Any, key: bytes | None) -> str:
-    return _encode_context(_context(session), session, key)
 
 
 def _encode_context(ctx: dict[str, Any], session: Any, key: bytes | None) -> str:
