@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import os
 import signal
 import sqlite3
 import threading
 import time
+from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -64,12 +66,13 @@ def test_eight_processes_write_one_sqlite_file(tmp_path: Path) -> None:
         assert raw.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
 
 
-def test_eight_processes_write_postgresql_while_their_connections_are_killed(postgres_url: str) -> None:
+@contextlib.contextmanager
+def connections_killed(postgres_url: str) -> Iterator[list[int]]:
+    """Terminate every connection of `postgres_url`'s application_name several times a second, for the block."""
     import psycopg
 
     app = dict(part.split("=", 1) for part in postgres_url.split("?", 1)[1].split("&"))["application_name"]
     plain = os.environ["SESSION_TEST_POSTGRES_URL"].replace("postgresql+psycopg://", "postgresql://", 1)
-    SqlSessionStorage(postgres_url).get_traces("create the schema first")
     stop = threading.Event()
     killed: list[int] = []
 
@@ -87,10 +90,16 @@ def test_eight_processes_write_postgresql_while_their_connections_are_killed(pos
     thread = threading.Thread(target=killer)
     thread.start()
     try:
-        assert run_writers(postgres_url, ["root"]) == [PER_WRITER] * WRITERS
+        yield killed
     finally:
         stop.set()
         thread.join()
+
+
+def test_eight_processes_write_postgresql_while_their_connections_are_killed(postgres_url: str) -> None:
+    SqlSessionStorage(postgres_url).get_traces("create the schema first")
+    with connections_killed(postgres_url) as killed:
+        assert run_writers(postgres_url, ["root"]) == [PER_WRITER] * WRITERS
     assert len(killed) >= 3, "the killer should have terminated writer connections mid-run"
     storage = SqlSessionStorage(postgres_url)
     try:
@@ -100,6 +109,30 @@ def test_eight_processes_write_postgresql_while_their_connections_are_killed(pos
 
             links = conn.execute(text("SELECT count(*), count(DISTINCT (session_uid, trace_id)) FROM trace_sessions"))
             assert tuple(links.one()) == (8000, 8000)  # root + worker uid per trace, no duplicate link
+    finally:
+        storage.close()
+
+
+def test_bulk_writes_through_copy_survive_killed_connections(postgres_url: str) -> None:
+    """Batches large enough for PostgreSQL's COPY path, retried after their connection is killed mid-batch."""
+    from session_storage_sql.storage import _COPY_MIN
+
+    storage = SqlSessionStorage(postgres_url, retry=RetryPolicy(attempts=50, max_delay=0.2))
+    batches = 0
+    try:
+        with connections_killed(postgres_url) as killed:
+            while batches < 40 and not (len(killed) >= 3 and batches >= 10):
+                batch = [Trace(trace_id=f"b{batches:03d}-{i:05d}", name="bulk", input=i) for i in range(_COPY_MIN)]
+                storage.add_traces(["root", f"batch{batches % 4}"], "bulk", batch)
+                batches += 1
+        assert len(killed) >= 3, "the killer should have terminated the writer's connections mid-run"
+        got = storage.get_traces("root")
+        assert len(got) == len({t.trace_id for t in got}) == batches * _COPY_MIN
+        with storage.engine.connect() as conn:
+            from sqlalchemy import text
+
+            links = conn.execute(text("SELECT count(*), count(DISTINCT (session_uid, trace_id)) FROM trace_sessions"))
+            assert tuple(links.one()) == (2 * batches * _COPY_MIN,) * 2  # root + batch uid per trace, no duplicate
     finally:
         storage.close()
 

@@ -79,6 +79,27 @@ def test_idempotent_by_trace_id(storage: Any) -> None:
     assert len(storage) == 21
 
 
+def test_large_batches_keep_order_idempotence_links_and_odd_text(storage: Any) -> None:
+    """Batches of hundreds go through PostgreSQL's COPY path: the same results as row by row."""
+    from session_storage_sql.storage import _COPY_MIN
+
+    size = _COPY_MIN + 100
+    odd = 'tab\tnew\nline\\back \u00fcn\u00ef\u2603 "q" ,;='
+    batch = [Trace(name=f"{i} {odd}", timestamp=1.0, metadata={"i": i, "s": odd}) for i in range(size)]
+    storage.add_traces(["r", "c"], f"name {odd}", batch[:100])  # below the threshold: row by row
+    storage.add_traces(["r", "c"], f"name {odd}", batch + batch[:50])  # the rest, duplicates inside
+    storage.add_traces(["other", "x"], "two", [*batch[-_COPY_MIN:], Trace(name="new", timestamp=0.5)])
+    back = storage.get_traces("r")
+    assert [t.trace_id for t in back] == [t.trace_id for t in batch]  # equal timestamps: the order added
+    assert back[7].name == f"7 {odd}" and back[7].metadata == {"i": 7, "s": odd}
+    assert back[7].session_name == f"name {odd}"
+    assert len(storage.get_traces("c")) == size
+    linked = storage.get_traces("x")  # re-added traces linked under the new chain with their stored values
+    assert [t.name for t in linked] == ["new", *[t.name for t in batch[-_COPY_MIN:]]]
+    assert all(t.session_name == f"name {odd}" for t in linked[1:])  # the first stored version wins
+    assert len(storage) == size + 1
+
+
 def test_readding_under_another_chain_links_without_duplicating(storage: Any) -> None:
     trace = Trace(name="shared", timestamp=5.0)
     storage.add_trace(["r1"], "one", trace)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from session_core import ContextVarSession, StorageError, UnknownStorageScheme, open_storage, storage_schemes
+from session_core import ContextVarSession, StorageError, Trace, UnknownStorageScheme, open_storage, storage_schemes
 from session_storage_sql import InvalidStorageURL, SqlSessionStorage, fill_credentials
 from session_storage_sql.urls import parse_storage_url
 
@@ -172,9 +172,13 @@ def test_an_engine_of_your_own_with_schema_translate_map(postgres_url: str) -> N
             storage.close()
         assert [t.name for t in storage.get_traces(s.uid)] == ["translated"]
         assert storage.list_sessions(metadata={"k": 1})[-1].uid == s.uid
+        from session_storage_sql.storage import _COPY_MIN
+
+        storage.add_traces(["bulk"], "n", [Trace(name=f"b{i}") for i in range(_COPY_MIN)])  # the COPY path
+        assert len(storage.get_traces("bulk")) == _COPY_MIN
         with engine.connect() as conn:
             count = conn.execute(text(f'SELECT count(*) FROM "{schema}".traces')).scalar_one()
-        assert count == 2
+        assert count == 2 + _COPY_MIN
     finally:
         engine.dispose()
         with psycopg.connect(plain, autocommit=True) as conn:

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Engine, String, bindparam, select
+from sqlalchemy import ARRAY, Column, Engine, MetaData, String, Table, bindparam, select
 from sqlalchemy.dialects import postgresql as pg_dialect
 from sqlalchemy.dialects import sqlite as sqlite_dialect
 from sqlalchemy.sql.compiler import SQLCompiler
@@ -20,7 +20,15 @@ from sqlalchemy.sql.expression import ClauseElement, func
 
 from session_storage_sql.schema import Tables
 
-__all__ = ["SESSION_COLUMNS", "HotStatements", "Prepared", "hot_statements", "prepare", "session_upserts"]
+__all__ = [
+    "SESSION_COLUMNS",
+    "BulkStatements",
+    "HotStatements",
+    "Prepared",
+    "hot_statements",
+    "prepare",
+    "session_upserts",
+]
 
 
 @dataclass(frozen=True)
@@ -62,6 +70,17 @@ def prepare(stmt: ClauseElement, engine: Engine, names: Sequence[str]) -> Prepar
 
 
 @dataclass(frozen=True)
+class BulkStatements:
+    """PostgreSQL's bulk path: rows are copied (``COPY``) into a temporary table, then inserted and linked from it
+    with one statement each, which is about twice as fast as ``executemany`` for thousands of rows."""
+
+    create: str  # the session's temporary table, emptied at every commit
+    copy: str  # COPY ... FROM STDIN into it, columns in TRACE_COLUMNS order
+    insert_traces: str  # its rows into traces, existing trace_ids skipped
+    link: Prepared  # every row under every uid of the chain, with the timestamp and seq stored for its trace_id
+
+
+@dataclass(frozen=True)
 class HotStatements:
     insert_trace: Prepared
     link_values: Prepared
@@ -69,6 +88,7 @@ class HotStatements:
     upsert_session: Prepared
     select_traces: Prepared
     select_traces_named: Prepared
+    bulk: BulkStatements | None  # PostgreSQL only
 
 
 TRACE_COLUMNS = ("trace_id", "seq", "session_uid", "session_name", "timestamp", "data")
@@ -116,10 +136,46 @@ def hot_statements(tables: Tables, engine: Engine) -> HotStatements:
     order = (j.c.timestamp, j.c.seq, j.c.trace_id)
     named = joined.where(t.c.session_name == bindparam("name", type_=String()))
     return HotStatements(
+        bulk=_bulk_statements(tables, engine) if dialect == "postgresql" else None,
         insert_trace=prepare(insert(t).on_conflict_do_nothing(), engine, TRACE_COLUMNS),
         link_values=prepare(insert(j).on_conflict_do_nothing(), engine, LINK_COLUMNS),
         link_copy=prepare(link_copy, engine, ("session_uid", "trace_id")),
         upsert_session=prepare(upsert_session, engine, SESSION_COLUMNS),
         select_traces=prepare(joined.order_by(*order), engine, ("uid",)),
         select_traces_named=prepare(named.order_by(*order), engine, ("uid", "name")),
+    )
+
+
+INCOMING = "session_storage_incoming"
+
+
+def _bulk_statements(tables: Tables, engine: Engine) -> BulkStatements:
+    """The COPY path's statements. The temporary table is named in ``pg_temp``, so a ``schema_translate_map``
+    (which moves the tables without a schema) leaves it where PostgreSQL keeps temporary tables."""
+    t, j = tables.traces, tables.trace_sessions
+    incoming = Table(
+        INCOMING,
+        MetaData(),
+        *(Column(c.name, c.type) for c in (t.c[name] for name in TRACE_COLUMNS)),
+        schema="pg_temp",
+    )
+    create = (
+        f"CREATE TEMPORARY TABLE IF NOT EXISTS {INCOMING} "
+        "(trace_id TEXT, seq BIGINT, session_uid TEXT, session_name TEXT, timestamp DOUBLE PRECISION, data TEXT) "
+        "ON COMMIT DELETE ROWS"
+    )
+    copy = f"COPY pg_temp.{INCOMING} ({', '.join(TRACE_COLUMNS)}) FROM STDIN"
+    insert_traces = pg_dialect.insert(t).from_select(list(TRACE_COLUMNS), select(incoming)).on_conflict_do_nothing()
+    # Each chain uid (unnest in the select list: one row per element) with the stored timestamp and seq, so a
+    # trace that was already there is linked as it was first stored, never twice.
+    chain = func.unnest(bindparam("chain", type_=ARRAY(String())))
+    linked = select(chain, t.c.timestamp, t.c.seq, t.c.trace_id).join_from(
+        incoming, t, incoming.c.trace_id == t.c.trace_id
+    )
+    link = pg_dialect.insert(j).from_select(list(LINK_COLUMNS), linked).on_conflict_do_nothing()
+    return BulkStatements(
+        create=create,
+        copy=copy,
+        insert_traces=prepare(insert_traces, engine, ()).sql,
+        link=prepare(link, engine, ("chain",)),
     )

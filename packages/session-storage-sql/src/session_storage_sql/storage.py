@@ -44,6 +44,7 @@ logger = logging.getLogger(__name__)
 _T = TypeVar("_T")
 _S = TypeVar("_S", bound="SqlSessionStorage")
 _BULK_CHUNK = 5000  # traces per transaction in add_traces: bounded lock time, one executemany each
+_COPY_MIN = 500  # on PostgreSQL, batches this large go through COPY and a temporary table (see BulkStatements)
 _KNOWN_LIMIT = 100_000  # session rows this process remembers having written
 _MAX_DEPTH = 64  # session_core's limit on chain depth: walking up parent links stops here even on bad data
 
@@ -705,6 +706,15 @@ def _write_traces(
     """One add: session rows, trace rows, then the junction rows for every uid of the chain."""
     if session_rows:
         cursor.executemany(hot.upsert_session.sql, hot.upsert_session.params(session_rows))
+    bulk = hot.bulk
+    if bulk is not None and len(trace_rows) >= _COPY_MIN and hasattr(cursor, "copy"):  # PostgreSQL via psycopg 3
+        cursor.execute(bulk.create)
+        with cursor.copy(bulk.copy) as copy:
+            for row in trace_rows:
+                copy.write_row(row)
+        cursor.execute(bulk.insert_traces)
+        cursor.execute(bulk.link.sql, bulk.link.param((chain,)))
+        return
     stmt = hot.insert_trace
     cursor.executemany(stmt.sql, stmt.params(trace_rows))
     if cursor.rowcount == len(trace_rows):  # all new: link them with the values we hold
