@@ -92,3 +92,24 @@ def test_the_metadata_is_still_a_plain_dict_to_everything_else():
         before = metadata_version()
         assert meta.get("a") == 1 and list(meta) == ["a", "nested"]  # reading changes nothing
         assert metadata_version() == before
+
+
+def test_threads_asking_for_the_metadata_at_once_share_one_dict():
+    """The contract behind the lock in `BaseSession.metadata`. On a GIL build the unlocked window is a few
+    bytecodes, too narrow to hit here; without a GIL (3.13t) it is not."""
+    import threading
+
+    for _ in range(20):
+        session = ContextVarSession("shared", n=0)
+        barrier = threading.Barrier(8)
+
+        def write(i: int, s: ContextVarSession = session, b: threading.Barrier = barrier) -> None:
+            b.wait()
+            s.metadata[f"k{i}"] = i  # the first access from eight threads at once
+
+        threads = [threading.Thread(target=write, args=(i,)) for i in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert session.merged_metadata() == {"n": 0, **{f"k{i}": i for i in range(8)}}  # no write lost

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import threading
 from collections.abc import Iterable, Mapping
 from types import TracebackType
 from typing import Any, Protocol, TypeVar, runtime_checkable
@@ -28,6 +29,7 @@ STORAGE_URL_ENV = "SESSION_STORAGE_URL"
 _ACTIVE = _stack.ACTIVE
 _S = TypeVar("_S", bound="BaseSession")
 _changes = itertools.count(1)
+_wrap_lock = threading.Lock()
 _epoch = 0  # a new, never-repeated number after every change to any session's metadata
 
 
@@ -252,7 +254,10 @@ class BaseSession:
         `SessionMetadata`."""
         meta = self._meta
         if type(meta) is not SessionMetadata:  # first handed out: from now on, changes are tracked
-            meta = self._meta = SessionMetadata(meta)
+            with _wrap_lock:  # two threads asking at once must get the same dict, or one's changes would be lost
+                meta = self._meta
+                if type(meta) is not SessionMetadata:
+                    meta = self._meta = SessionMetadata(meta)
         return meta
 
     @metadata.setter
