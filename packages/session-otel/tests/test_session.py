@@ -352,6 +352,7 @@ def test_metadata_changed_inside_a_session_is_what_later_reads_and_requests_carr
     from opentelemetry import propagate
 
     with OTelSession("live", phase="plan") as s:
+        assert get_current_metadata() == {"phase": "plan"}  # read once: the merged view is cached from here
         s.metadata["phase"] = "act"
         assert get_current_metadata() == {"phase": "act"}
         assert s.to_otel_context()["metadata"] == {"phase": "act"}
