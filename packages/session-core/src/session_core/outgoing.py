@@ -17,7 +17,6 @@ reaches a service the same way whichever of them sent it:
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 from collections.abc import Mapping
@@ -27,7 +26,7 @@ from session_core.baggage import MAX_HEADER_BYTES, MAX_MEMBERS, PREFIX, encode_b
 from session_core.context import json_safe, make_context
 from session_core.errors import UnserializableMetadata
 from session_core.session import BaseSession
-from session_core.signing import SIGNING_KEY_ENV, resolve_signing_key
+from session_core.signing import resolve_signing_key
 
 __all__ = ["SIGNED_TTL", "session_baggage"]
 
@@ -37,7 +36,6 @@ SIGNED_TTL = 60.0
 """Seconds a signed header is reused before it is signed again with a fresh issue time."""
 
 _CACHE_SIZE = 256
-_ENV_DATA: Any = getattr(os.environ, "_data", None) if os.name == "posix" else None
 
 
 class _Entry:
@@ -82,7 +80,7 @@ def session_baggage(session: Any, *, existing: str | None = None, signing_key: s
     docstring). `signing_key` defaults to ``$SESSION_SIGNING_KEY``. Raises `ContextTooLarge` when the session
     does not fit the header even with its metadata by reference.
     """
-    key = _signing_key(signing_key)
+    key = resolve_signing_key(signing_key)
     members = _members(session, key)
     others = _others(existing)
     if not others:
@@ -93,15 +91,6 @@ def session_baggage(session: Any, *, existing: str | None = None, signing_key: s
         return f"{others},{members}"
     # Too big together: the encoder moves the metadata by reference when the storage keeps contexts, or says why not.
     return encode_baggage(_context(session), existing=others, signing_key=key, storage=session.storage)
-
-
-def _signing_key(key: str | bytes | None) -> bytes | None:
-    if key is not None:
-        return resolve_signing_key(key)
-    if _ENV_DATA is not None:  # os.environ.get without its exception path for a missing name (read per request)
-        raw = _ENV_DATA.get(SIGNING_KEY_ENV.encode())
-        return raw or None
-    return resolve_signing_key(None)
 
 
 def _members(session: Any, key: bytes | None) -> str:
