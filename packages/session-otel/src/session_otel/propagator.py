@@ -43,7 +43,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-_too_large: set[str] = set()
 _TARGET: ContextVar[str | None] = ContextVar("session_otel.target_host", default=None)
 
 
@@ -126,7 +125,7 @@ class SessionPropagator(TextMapPropagator):
         try:
             plan = self._plan(ctx, target, use_stack=context is None)
         except Exception as exc:  # never break the caller's request: send no session members, and say why
-            _warn_left_out(exc)
+            _say_once(exc, "left out of an outgoing carrier", traceback=True)
             plan = _strip(ctx)
         if plan is None:
             self.inner.inject(carrier, context=context, setter=setter)
@@ -164,11 +163,7 @@ class SessionPropagator(TextMapPropagator):
         try:
             return base, session_baggage(top, existing=existing)
         except ContextTooLarge as exc:
-            if top.uid not in _too_large:  # once per session, not once per request
-                if len(_too_large) > 1024:
-                    _too_large.clear()
-                _too_large.add(top.uid)
-                logger.warning("session %r (%s) not propagated: %s", top.name[:64], top.uid, exc)
+            _say_once(exc, "not propagated")
             return base, existing
 
     @property
@@ -179,20 +174,25 @@ class SessionPropagator(TextMapPropagator):
         return f"SessionPropagator({self.inner!r}, hosts={self.hosts!r})"
 
 
-_warned: set[tuple[str | None, str]] = set()
+_said: set[tuple[str | None, str]] = set()
 
 
-def _warn_left_out(exc: Exception) -> None:
+def _say_once(exc: Exception, what: str, *, traceback: bool = False) -> None:
     """Say why a carrier went without the session: once per session and error, not on every request."""
     stack = ACTIVE.get()
-    key = (getattr(stack[-1], "uid", None) if stack else None, f"{type(exc).__name__}: {exc}"[:240])
-    if key in _warned:
-        logger.debug("session baggage left out of an outgoing carrier: %s", exc)
+    top = stack[-1] if stack else None
+    uid = getattr(top, "uid", None)
+    key = (uid, f"{type(exc).__name__}: {exc}"[:240])
+    if key in _said:
+        logger.debug("session %s %s: %s", uid, what, exc)
         return
-    if len(_warned) >= 1024:
-        _warned.clear()
-    _warned.add(key)
-    logger.warning("session baggage left out of an outgoing carrier (said once per session): %s", exc, exc_info=exc)
+    if len(_said) >= 1024:
+        _said.clear()
+    _said.add(key)
+    name = str(getattr(top, "name", ""))[:64]
+    logger.warning(
+        "session %r (%s) %s (said once per session): %s", name, uid, what, exc, exc_info=exc if traceback else None
+    )
 
 
 def _strip(ctx: Context) -> tuple[Context, None]:
