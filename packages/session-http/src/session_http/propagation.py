@@ -16,9 +16,10 @@ from collections.abc import Iterable, Mapping, MutableMapping
 from typing import Any, TypeVar, overload
 
 from session_core import current_context, decode_baggage, encode_baggage, get_current_session, session_baggage
-from session_core.baggage import PREFIX, strip_session_members
+from session_core.baggage import strip_session_members
 from session_core.signing import resolve_signing_key
 from session_http.allowlist import PROPAGATE_TO_ENV, HostAllowList, host_of
+from session_http.incoming import has_session_members
 
 __all__ = ["BAGGAGE", "OutgoingConfig", "extract", "inject"]
 
@@ -49,13 +50,9 @@ def _find_baggage(headers: Mapping[str, str]) -> tuple[str | None, str | None]:
     return None, None
 
 
-def _has_session_members(value: str) -> bool:
-    return PREFIX in value or ("%" in value and "session%2e" in value.lower())
-
-
 def _strip(headers: MutableMapping[str, str]) -> None:
     name, existing = _find_baggage(headers)
-    if name is None or existing is None or not _has_session_members(existing):
+    if name is None or existing is None or not has_session_members(existing):
         return
     others = strip_session_members(existing)
     if others:
