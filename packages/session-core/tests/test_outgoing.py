@@ -15,6 +15,7 @@ from session_core import (
     InMemoryStorage,
     decode_baggage,
     encode_baggage,
+    portable_metadata,
     session_baggage,
     strip_session_members,
 )
@@ -76,6 +77,18 @@ def test_metadata_json_cannot_carry_is_left_out_once_with_one_warning(caplog):
     warnings = [r for r in caplog.records if r.name == "session_core.outgoing"]
     assert len(warnings) == 1  # once per key, not once per request or per session
     assert "metadata['obj']" in warnings[0].getMessage() and "metadata['inf']" in warnings[0].getMessage()
+
+
+def test_portable_metadata_leaves_out_what_json_cannot_carry_and_shares_the_once_per_key_warning(caplog):
+    handle = object()
+    with caplog.at_level(logging.WARNING, logger="session_core.outgoing"):
+        kept = portable_metadata({"ok": (1, 2), "handle_only_here": handle, "nan_only_here": float("nan")}, "p")
+        assert kept == {"ok": [1, 2]}  # JSON's own shape: tuples are lists
+        assert portable_metadata({"handle_only_here": handle}, "p") == {}
+        with ContextVarSession("p", handle_only_here=handle, ok=1) as s:
+            assert decode_baggage(session_baggage(s))["metadata"] == {"ok": 1}
+    (warning,) = [r.getMessage() for r in caplog.records]  # the first call said it; neither later path repeats it
+    assert "session 'p'" in warning and "handle_only_here" in warning and "nan_only_here" in warning
 
 
 def test_signed_members_verify_and_are_signed_again_after_the_ttl(monkeypatch):

@@ -38,7 +38,7 @@ from session_core.helpers import (
     record_trace,
 )
 from session_core.hosts import HostAllowList, host_of, resolve_propagate_to
-from session_core.outgoing import session_baggage
+from session_core.outgoing import portable_metadata, session_baggage
 from session_core.registry import (
     get_backend,
     open_storage,
@@ -105,6 +105,7 @@ __all__ = [
     "host_of",
     "make_context",
     "open_storage",
+    "portable_metadata",
     "record_trace",
     "redact_url",
     "register_ambient_provider",

@@ -28,7 +28,7 @@ from session_core.errors import UnserializableMetadata
 from session_core.session import BaseSession
 from session_core.signing import resolve_signing_key
 
-__all__ = ["SIGNED_TTL", "session_baggage"]
+__all__ = ["SIGNED_TTL", "portable_metadata", "session_baggage"]
 
 logger = logging.getLogger(__name__)
 
@@ -136,11 +136,17 @@ def _context(session: Any) -> dict[str, Any]:
     try:
         return make_context(name, chain, merged)
     except UnserializableMetadata:
-        return make_context(name, chain, _portable(merged, name))
+        return make_context(name, chain, portable_metadata(merged, name))
 
 
-def _portable(metadata: Mapping[str, Any], session_name: str) -> dict[str, Any]:
-    """`metadata` without the values JSON cannot carry, warning once per key left out."""
+def portable_metadata(metadata: Mapping[str, Any], session_name: str) -> dict[str, Any]:
+    """`metadata` without the values JSON cannot carry: what may travel in baggage or a context.
+
+    Logs one warning per key left out, naming the session and why; a key warned about once (by this or by
+    `session_baggage`, which uses it) is not warned about again in this process, so an adapter that leaves
+    values out at another moment (an OTel session's baggage on entry, say) reports through here and the user
+    hears of each key once.
+    """
     out = {}
     left = []
     for key, value in metadata.items():

@@ -26,7 +26,7 @@ from opentelemetry.trace import (
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from opentelemetry.util.types import AttributeValue
 
-from session_core import BaseSession, ContextTooLarge, encode_baggage, make_context
+from session_core import BaseSession, ContextTooLarge, encode_baggage, make_context, portable_metadata
 from session_core.session import metadata_version as _metadata_version
 from session_core.stack import ACTIVE as _ACTIVE
 from session_otel import _state
@@ -77,22 +77,6 @@ def _noop_span(parent: object) -> Span:
     if isinstance(parent, Span):
         return parent if isinstance(parent, NonRecordingSpan) else NonRecordingSpan(parent.get_span_context())
     return INVALID_SPAN
-
-
-_warned_keys: set[str] = set()
-
-
-def _warn_unserializable(session: OTelSession, keys: list[str]) -> None:
-    """Warn once per metadata key that a value cannot travel in baggage (not once per session)."""
-    fresh = [k for k in keys if k not in _warned_keys]
-    if fresh and len(_warned_keys) < 1024:
-        _warned_keys.update(fresh)
-        logger.warning(
-            "%r: metadata %s cannot be carried as JSON; it stays on the session (and its span) but not in "
-            "baggage, so other processes and services do not see it",
-            session,
-            ", ".join(map(repr, fresh[:8])),
-        )
 
 
 def _auto_init() -> None:
@@ -271,9 +255,10 @@ class OTelSession(BaseSession):
         name = self._name
         if name is None:
             name = self.name
-        tmpl = template(name, self._meta if self._parent is None and self._ctx is None else self._merged_view())
-        if tmpl[3]:
-            _warn_unserializable(self, list(tmpl[3]))
+        metadata = self._meta if self._parent is None and self._ctx is None else self._merged_view()
+        tmpl = template(name, metadata)
+        if tmpl[3]:  # metadata JSON cannot carry: session-core says so, once per key in this process
+            portable_metadata({key: metadata[key] for key in tmpl[3]}, name)
         items = tmpl[0].copy()
         if FIXED_OK:
             items[UIDS] = ".".join(chain)
