@@ -2,13 +2,16 @@
 
 OTel extracts the same baggage into its context; the middleware's session is still the only session object.
 When session-otel is installed (found through session-core's backend registry, never imported by
-session-http), a request that carries a W3C ``traceparent`` runs in an `OTelSession` continuing that trace.
+session-http) and OpenTelemetry is set up in the server, a request runs in an `OTelSession`, continuing the
+caller's trace when it carries a W3C ``traceparent``.
 """
 
 from __future__ import annotations
 
 import importlib.util
 import json
+import subprocess
+import sys
 from typing import Any
 
 import pytest
@@ -81,11 +84,64 @@ def test_otel_server_instrumentation_and_the_middleware_make_one_session(serve_a
     assert info["sessions"] == [expected]
 
 
-def test_without_a_traceparent_the_session_is_a_context_var_session(serve_asgi, fetch_json):
+def test_without_a_traceparent_an_otel_set_up_server_starts_a_trace_in_its_session(serve_asgi, fetch_json, exporter):
+    """OpenTelemetry is set up here (the exporter fixture's TracerProvider): a request from a client that sends
+    session baggage but no trace context (``session_http.inject``) still gets an `OTelSession`, on a new trace."""
     server = serve_asgi(SessionMiddleware(inspect_app))
-    with ContextVarSession("plain"):
+    with ContextVarSession("plain", k=1) as root:
         _, info = fetch_json(server.url + "/x", inject())
-    assert info["sessions"] == ["ContextVarSession"]
+    assert info["sessions"] == ["OTelSession" if HAVE_SESSION_OTEL else "ContextVarSession"]
+    assert info["chain"][:-1] == root.uid_chain and info["metadata"] == {"k": 1}
+    if HAVE_SESSION_OTEL:
+        assert info["trace_id"] not in ("0" * 32, TRACE_ID)  # the session's own span: a trace of its own
+
+
+_NOT_SET_UP = """
+import json, logging, threading, urllib.request
+from wsgiref.simple_server import WSGIRequestHandler, make_server
+from opentelemetry import propagate, trace
+from session_core import ContextVarSession, get_active_sessions
+from session_http import SessionWSGIMiddleware, inject
+
+logging.basicConfig(level=logging.WARNING)
+propagator_before = type(propagate.get_global_textmap()).__name__
+
+def app(environ, start_response):
+    start_response("200 OK", [("Content-Type", "application/json")])
+    return [json.dumps([type(s).__name__ for s in get_active_sessions()]).encode()]
+
+class Quiet(WSGIRequestHandler):
+    def log_message(self, *args):
+        pass
+
+server = make_server("127.0.0.1", 0, SessionWSGIMiddleware(app), handler_class=Quiet)
+threading.Thread(target=server.serve_forever, daemon=True).start()
+with ContextVarSession("caller"):
+    headers = inject({"traceparent": "TRACEPARENT"})
+request = urllib.request.Request(f"http://127.0.0.1:{server.server_port}/", headers=headers)
+sessions = json.load(urllib.request.urlopen(request, timeout=30))
+server.shutdown()
+print(json.dumps({
+    "sessions": sessions,
+    "provider": type(trace.get_tracer_provider()).__name__,
+    "propagator_unchanged": type(propagate.get_global_textmap()).__name__ == propagator_before,
+}))
+""".replace("TRACEPARENT", TRACEPARENT)
+
+
+@pytest.mark.skipif(not HAVE_SESSION_OTEL, reason="session-otel is not installed here (no dependency of this package)")
+def test_a_traceparent_alone_never_sets_up_opentelemetry_in_a_server_that_does_not_use_it():
+    """A fresh process with session-otel installed but OpenTelemetry never set up: a request carrying a
+    ``traceparent`` (many proxies add one) runs in a `ContextVarSession`; nothing OTel-wide changes, no warning."""
+    proc = subprocess.run([sys.executable, "-c", _NOT_SET_UP], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    assert report == {
+        "sessions": ["ContextVarSession"],
+        "provider": "ProxyTracerProvider",
+        "propagator_unchanged": True,
+    }
+    assert proc.stderr == ""  # no auto-initialisation warning
 
 
 @pytest.mark.skipif(not HAVE_SESSION_OTEL, reason="session-otel is not installed here (no dependency of this package)")

@@ -70,6 +70,7 @@ def test_first_session_without_init_initialises_once_with_one_warning():
     report, stderr = _run("otel_auto_init.py")
     assert stderr.count("OTelSession entered before init_otel_distributed_tracing()") == 1
     assert report["automatic"] is True
+    assert report["initialized"] == [False, True]  # what session-http asks before handing requests over
     assert report["propagator"] == "SessionPropagator"
     assert report["tracer_provider"] is HAVE_SDK
     assert report["recording"] is HAVE_SDK

@@ -201,6 +201,13 @@ class BaseSession:
     def _init_backend_from_context(self, ctx: dict[str, Any]) -> None:
         """Hook for subclasses that carry backend fields (e.g. an OTel traceparent)."""
 
+    @classmethod
+    def backend_initialized(cls) -> bool:
+        """Whether this session class's backend is set up in this process, so that a server should open the
+        sessions of incoming requests with it (session-http asks before handing a request to an adapter's
+        class). Always true here; `OTelSession` answers whether OpenTelemetry is set up."""
+        return True
+
     # -- derived state ---------------------------------------------------------------------------------
     @property
     def name(self) -> str:

@@ -76,12 +76,11 @@ class SessionMiddleware:
                 return
             if len(headers) != len(raw_headers):
                 baggage = _joined(raw_headers, b"baggage") or baggage
-            traceparent: bytes | None = headers.get(b"traceparent")
             known = self._known.get(baggage) if self._plain_sessions else None
             if (
                 known is not None  # the hot path: a session header seen before (decoded and validated then)
                 and (known.expires is None or time.time() <= known.expires)
-                and (traceparent is None or not self.incoming.hands_over_to_otel())
+                and not self.incoming.hands_over_to_otel()
             ):
                 session, state[STATE_KEY] = known.open(self._storage)
                 session._enter_stack()
@@ -92,7 +91,7 @@ class SessionMiddleware:
                 return
         elif len(headers) != len(raw_headers):
             baggage = _joined(raw_headers, b"baggage")
-        traceparent = headers.get(b"traceparent")
+        traceparent: bytes | None = headers.get(b"traceparent")
         tracestate: bytes | None = headers.get(b"tracestate")
         if tracestate is not None and len(headers) != len(raw_headers):
             tracestate = _joined(raw_headers, b"tracestate")

@@ -137,7 +137,7 @@ class Resolution(NamedTuple):
 class Incoming:
     """Turns a request's baggage header, trace headers and path into a `Resolution`."""
 
-    __slots__ = ("_lock", "_otel", "known", "session_factory", "signing_key", "storage", "strict")
+    __slots__ = ("_lock", "_otel", "_otel_ready", "known", "session_factory", "signing_key", "storage", "strict")
 
     def __init__(
         self,
@@ -153,6 +153,7 @@ class Incoming:
         self.known: dict[bytes | str, _Known] = {}  # decoded session headers by value (bounded, FIFO)
         self._lock = threading.Lock()
         self._otel: Any = _UNSET
+        self._otel_ready = False  # once set up, OpenTelemetry stays set up: cached when true
 
     # -- reading the context -------------------------------------------------------------------------
     def _from_baggage(self, raw: bytes | str) -> _Known | None:
@@ -178,8 +179,19 @@ class Incoming:
         return _Known(ctx)
 
     def hands_over_to_otel(self) -> bool:
-        """Whether a request with a ``traceparent`` runs in the OTel backend's session (session-otel installed)."""
-        return self._otel_backend() is not None
+        """Whether requests run in the OTel backend's session: session-otel is installed and OpenTelemetry is set
+        up in this process (the backend's ``backend_initialized()``). A ``traceparent``, when there is one,
+        is then continued; without one the session starts a trace."""
+        if self._otel_ready:
+            return True
+        backend = self._otel_backend()
+        if backend is None:
+            return False
+        ready = getattr(backend, "backend_initialized", None)
+        if ready is not None and not ready():
+            return False
+        self._otel_ready = True
+        return True
 
     def _otel_backend(self) -> Any:
         backend = self._otel
@@ -197,12 +209,12 @@ class Incoming:
     ) -> Resolution:
         """The session and metadata for a request. Never raises for any input (only `session_factory` may)."""
         if baggage is not None and META_SEGMENT not in path:
-            hit = self.cached(baggage, traceparent)
+            hit = self.cached(baggage)
             if hit is not None:
                 return Resolution(hit[0], hit[1], None, None)
         return self._resolve(baggage, traceparent, tracestate, path)
 
-    def cached(self, baggage: bytes | str, traceparent: bytes | str | None) -> tuple[Any, dict[str, Any]] | None:
+    def cached(self, baggage: bytes | str) -> tuple[Any, dict[str, Any]] | None:
         """The hot path: ``(child session, metadata)`` for a baggage value seen before, else None.
 
         Only for the default session class (no `session_factory`, no OTel hand-over) and no path slug; the
@@ -213,7 +225,7 @@ class Incoming:
             known is None
             or self.session_factory is not None
             or (known.expires is not None and time.time() > known.expires)
-            or (traceparent is not None and self._otel_backend() is not None)
+            or self.hands_over_to_otel()
         ):
             return None
         return known.open(self.storage)
@@ -270,12 +282,13 @@ class Incoming:
         tracestate: bytes | str | None,
         slug: PathSlug | None,
     ) -> Resolution:
-        if self.session_factory is None and (traceparent is None or self._otel_backend() is None):
+        otel = self.hands_over_to_otel()
+        if self.session_factory is None and not otel:
             session, metadata = known.open(self.storage)
             return Resolution(session, metadata, slug, None)
         ctx = known.own()
-        if traceparent is not None and self._otel_backend() is not None:
-            ctx = self._with_trace_context(ctx, _text(traceparent), _text(tracestate))
+        if otel:
+            ctx = self._for_otel(ctx, _text(traceparent), _text(tracestate))
         if self.session_factory is not None:
             own = {**ctx, "uid_chain": list(ctx["uid_chain"]), "metadata": dict(ctx["metadata"])}
             session = self.session_factory(own, self.storage)
@@ -289,10 +302,10 @@ class Incoming:
         return Resolution(session, metadata, slug, None)
 
     @staticmethod
-    def _with_trace_context(ctx: dict[str, Any], traceparent: str | None, tracestate: str | None) -> dict[str, Any]:
+    def _for_otel(ctx: dict[str, Any], traceparent: str | None, tracestate: str | None) -> dict[str, Any]:
         """`ctx` marked for the OTel backend, carrying the caller's W3C trace context when it is well-formed."""
         if traceparent is None or len(traceparent) != 55 or not _TRACEPARENT.fullmatch(traceparent):
-            return ctx
+            return {**ctx, "backend": OTEL_BACKEND}
         otel = {"traceparent": traceparent}
         if tracestate and len(tracestate) <= _TRACESTATE_MAX and tracestate.isascii():
             otel["tracestate"] = tracestate

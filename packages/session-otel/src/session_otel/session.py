@@ -17,6 +17,7 @@ from opentelemetry.trace import (
     INVALID_SPAN,
     NonRecordingSpan,
     NoOpTracer,
+    ProxyTracerProvider,
     Span,
     SpanContext,
     Status,
@@ -157,6 +158,13 @@ class OTelSession(BaseSession):
         if header:
             inherited = without_session_members(_baggage_items(_BAGGAGE.extract({"baggage": header}, Context())))
             self._inherited_bag = inherited or None
+
+    @classmethod
+    def backend_initialized(cls) -> bool:
+        """Whether OpenTelemetry is set up in this process: `init_otel_distributed_tracing` has run, or the
+        application set a TracerProvider of its own. A server that uses neither runs incoming requests in
+        `ContextVarSession`s, so a ``traceparent`` header alone never sets up OpenTelemetry in it."""
+        return _state.initialized or not isinstance(otel_trace.get_tracer_provider(), ProxyTracerProvider)
 
     @classmethod
     def from_otel_context(

@@ -13,6 +13,7 @@ from opentelemetry import propagate, trace  # noqa: E402
 from session_otel import OTelSession  # noqa: E402
 from session_otel.tracing import current_setup  # noqa: E402
 
+initialized_before = OTelSession.backend_initialized()  # nothing set up yet
 with OTelSession("first", k=1) as first:
     recording = first.span is not None and first.span.is_recording()
 with OTelSession("second") as second:
@@ -23,6 +24,7 @@ print(
     json.dumps(
         {
             "automatic": setup.automatic,
+            "initialized": [initialized_before, OTelSession.backend_initialized()],
             "tracer_provider": setup.tracer_provider,
             "provider_class": type(trace.get_tracer_provider()).__name__,
             "propagator": type(propagate.get_global_textmap()).__name__,
