@@ -14,7 +14,7 @@ from session_core import (
     encode_baggage,
     sign_context,
 )
-from session_http import HostAllowList, extract, inject
+from session_http import HostAllowList, extract, inject, propagation
 
 
 def _members(header: str) -> list[str]:
@@ -122,6 +122,21 @@ def test_allow_list_default_comes_from_the_environment(monkeypatch):
         assert inject(url="https://svc.internal/") == {}  # a wildcard matches subdomains only
         assert inject(url="https://example.com/") == {}
         assert "baggage" in inject(url="https://example.com/", propagate_to="*")
+
+
+def test_without_a_url_an_allow_list_in_force_keeps_the_session_in_with_one_warning(monkeypatch, caplog):
+    """The target cannot be checked, so it is treated as a host outside the list (session-otel's propagator
+    does the same for a target it does not know); no allow-list, or ``"*"``, sends as before."""
+    monkeypatch.setattr(propagation, "_said_no_url", False)
+    with caplog.at_level(logging.WARNING, logger="session_http"), ContextVarSession("no-url") as s:
+        assert "session.uids" in inject()["baggage"]  # no allow-list in force: every host
+        assert inject({"baggage": "keep=1"}, propagate_to=["api.internal"]) == {"baggage": "keep=1"}
+        monkeypatch.setenv("SESSION_PROPAGATE_TO", "api.internal")
+        assert inject() == {} and inject() == {}
+        queued = inject(propagate_to="*")  # e.g. a message queue's headers: said explicitly
+        assert extract(queued)["uid_chain"] == s.uid_chain  # type: ignore[index]
+    (warning,) = [r.getMessage() for r in caplog.records]
+    assert "without url=" in warning and "api.internal" in warning and "propagate_to='*'" in warning
 
 
 def test_host_allow_list_parsing():

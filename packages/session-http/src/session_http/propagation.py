@@ -104,19 +104,39 @@ def inject(
 ) -> MutableMapping[str, str]:
     """Add the current session's baggage members to `headers` (a new dict when None) and return it.
 
-    Other baggage members are kept; ``session.*`` members already there are replaced. With `url`, a host outside
-    `propagate_to` (default ``$SESSION_PROPAGATE_TO``, else every host) gets the session members removed instead.
+    Other baggage members are kept; ``session.*`` members already there are replaced. A request to a host outside
+    `propagate_to` (default ``$SESSION_PROPAGATE_TO``, else every host) gets the session members removed instead;
+    while an allow-list is in force, a call without `url` cannot be checked and is treated the same way, with
+    one warning (pass the request's `url`, or ``propagate_to="*"`` for a carrier that is not an HTTP request).
     `signing_key` (default ``$SESSION_SIGNING_KEY``) signs the context. Outside any session, nothing is added.
     Metadata JSON cannot carry is left out, with a warning. Raises `session_core.ContextTooLarge` when the
     context cannot fit the header.
     """
     if headers is None:
         headers = {}
-    if url is not None and not _allow_list(propagate_to).allows_url(url):
+    allow = _allow_list(propagate_to)
+    if not allow.every_host and (url is None or not allow.allows_url(url)):
+        if url is None:
+            _warn_no_url(allow)
         _strip(headers)
         return headers
     _inject(headers, signing_key)
     return headers
+
+
+_said_no_url = False
+
+
+def _warn_no_url(allow: HostAllowList) -> None:
+    global _said_no_url
+    if _said_no_url or (get_current_session() is None and current_context() is None):
+        return
+    _said_no_url = True
+    logger.warning(
+        "inject() was called without url= while %r limits which hosts receive session data: the session was not "
+        "added. Pass the request's url=, or propagate_to='*' for a carrier that is not an HTTP request",
+        allow,
+    )
 
 
 _env_allow: tuple[str | None, HostAllowList] | None = None
