@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import string
@@ -307,6 +308,25 @@ class TestSlug:
         assert build_proxied_base_url("http://h/api", {}).endswith("/api/meta/v1.e30")
         with pytest.raises(ValueError):
             extract_metadata_from_path("/meta/%%%/v1")
+
+    def test_proxied_base_url_keeps_query_and_fragment_out_of_the_path(self):
+        url = build_proxied_base_url("https://h:8443/api/v1/?key=1&b=/v1#frag", {"task": 1})
+        slug = encode_metadata_slug({"task": 1})
+        assert url == f"https://h:8443/api/meta/{slug}/v1?key=1&b=/v1#frag"
+        assert build_proxied_base_url("http://h?x=1", {}) == "http://h/meta/v1.e30?x=1"
+
+    def test_rllm_sdk_slugs_decode(self):
+        """rLLM's SDK writes ``rllm1:`` + base64url of sorted compact JSON; its clients keep working."""
+        meta = {"session_name": "rollout", "session_uids": ["0b6f3c1e-4a1d-4f7e-9a57-2d1c3b4a5e6f"], "step": 2}
+        body = json.dumps(meta, separators=(",", ":"), sort_keys=True).encode()
+        slug = "rllm1:" + base64.urlsafe_b64encode(body).rstrip(b"=").decode()
+        assert decode_metadata_slug(slug) == meta
+        clean, found = extract_metadata_from_path(f"/meta/{slug}/v1/chat/completions")
+        assert clean == "/v1/chat/completions" and found == meta
+        ctx = context_from_routing_metadata(found)
+        assert ctx["uid_chain"] == meta["session_uids"] and ctx["metadata"] == {"step": 2}
+        with pytest.raises(ValueError, match="empty"):
+            decode_metadata_slug("rllm1:")
 
 
 class TestRouting:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import logging
 from typing import Any
@@ -137,6 +138,20 @@ def test_slug_path_is_read_and_stripped_from_path_and_raw_path(serve_asgi, probe
     assert info["raw_path"] == "/v1/chat/completions/record"
     assert info["metadata"] == {"arm": "b", "step": 7}
     assert info["session"]["uid_chain"][:-1] == root.uid_chain
+    assert [t.input for t in root.llm_calls] == ["/v1/chat/completions/record"]
+
+
+def test_an_rllm_sdk_client_slug_is_read(serve_asgi, probe_apps, fetch_json):
+    """A client still on rLLM's SDK puts ``/meta/rllm1:<base64url JSON>`` in its base URL."""
+    storage = InMemoryStorage()
+    server = serve_asgi(SessionMiddleware(probe_apps[0], storage=storage))
+    with ContextVarSession("rllm-client", storage=storage, arm="a") as root:
+        routing = assemble_routing_metadata()
+    body = json.dumps(routing, separators=(",", ":"), sort_keys=True).encode()
+    slug = "rllm1:" + base64.urlsafe_b64encode(body).rstrip(b"=").decode()
+    status, info = fetch_json(f"{server.url}/meta/{slug}/v1/chat/completions/record")
+    assert status == 200 and info["path"] == "/v1/chat/completions/record"
+    assert info["metadata"] == {"arm": "a"} and info["session"]["uid_chain"][:-1] == root.uid_chain
     assert [t.input for t in root.llm_calls] == ["/v1/chat/completions/record"]
 
 

@@ -8,6 +8,7 @@ import json
 import re
 from collections.abc import Mapping
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from session_core.context import json_safe
 from session_core.errors import UnserializableMetadata
@@ -21,8 +22,10 @@ __all__ = [
 ]
 
 SLUG_PREFIX = "v1."
+RLLM_SLUG_PREFIX = "rllm1:"
+"""rLLM SDK's slug prefix (same body: base64url of compact JSON); read, never written."""
 MAX_SLUG_LENGTH = 6144
-_SLUG_RE = re.compile(r"(?:v1\.)?[A-Za-z0-9_-]*")
+_SLUG_RE = re.compile(r"(?:v1\.|rllm1:)?[A-Za-z0-9_-]*")
 _META_SEGMENT = "/meta/"
 
 
@@ -41,14 +44,22 @@ def encode_metadata_slug(meta: Mapping[str, Any]) -> str:
 
 
 def decode_metadata_slug(slug: str) -> dict[str, Any]:
-    """The metadata dict of a slug; `ValueError` saying what is wrong for anything malformed."""
+    """The metadata dict of a slug; `ValueError` saying what is wrong for anything malformed.
+
+    Reads this family's ``v1.`` slugs, unprefixed ones, and rLLM SDK's ``rllm1:`` slugs (so its clients can
+    talk to session-http's middleware while they migrate)."""
     if not isinstance(slug, str):
         raise ValueError(f"metadata slug must be a str, got {type(slug).__name__}")
     if len(slug) > MAX_SLUG_LENGTH:
         raise ValueError(f"metadata slug is {len(slug)} characters, over the limit of {MAX_SLUG_LENGTH}")
     if not _SLUG_RE.fullmatch(slug):
         raise ValueError("metadata slug holds characters outside base64url")
-    body = slug[len(SLUG_PREFIX) :] if slug.startswith(SLUG_PREFIX) else slug
+    if slug.startswith(SLUG_PREFIX):
+        body = slug[len(SLUG_PREFIX) :]
+    elif slug.startswith(RLLM_SLUG_PREFIX):  # written by rLLM's SDK: the same JSON under its own prefix
+        body = slug[len(RLLM_SLUG_PREFIX) :]
+    else:
+        body = slug
     if not body:
         raise ValueError("metadata slug is empty")
     try:
@@ -62,12 +73,13 @@ def decode_metadata_slug(slug: str) -> dict[str, Any]:
 
 
 def build_proxied_base_url(base_url: str, meta: Mapping[str, Any]) -> str:
-    """`base_url` with ``/meta/<slug>`` inserted before a trailing ``/v1`` (appended when there is none)."""
+    """`base_url` with ``/meta/<slug>`` inserted in its path before a trailing ``/v1`` (appended to the path
+    when there is none); a query or fragment stays where it was."""
     slug = encode_metadata_slug(meta)
-    stripped = base_url.rstrip("/")
-    if stripped.endswith("/v1"):
-        return f"{stripped[:-3]}/meta/{slug}/v1"
-    return f"{stripped}/meta/{slug}"
+    parts = urlsplit(base_url)
+    path = parts.path.rstrip("/")
+    path = f"{path[:-3]}/meta/{slug}/v1" if path.endswith("/v1") else f"{path}/meta/{slug}"
+    return urlunsplit(parts._replace(path=path))
 
 
 def extract_metadata_from_path(path: str) -> tuple[str, dict[str, Any]] | None:

@@ -1,7 +1,8 @@
 """The ``/meta/<slug>/`` path segment (slug mode): find it, decode it, and rewrite the path without it.
 
 A segment is ours when it decodes as a metadata slug, or when it carries the ``v1.`` prefix that
-`session_core.encode_metadata_slug` always writes (then a decoding failure is a malformed slug, reported).
+`session_core.encode_metadata_slug` always writes or rLLM SDK's ``rllm1:`` (then a decoding failure is a
+malformed slug, reported).
 Anything else under ``/meta/`` (an application's own ``/meta/users`` route) is left alone.
 """
 
@@ -15,7 +16,7 @@ from session_core import extract_metadata_from_path
 __all__ = ["META_SEGMENT", "PathSlug", "drop_segment", "find_path_slug", "raw_path_without"]
 
 META_SEGMENT = "/meta/"
-_SLUG_PREFIX = "v1."
+_SLUG_PREFIXES = ("v1.", "rllm1:")
 _PATH_SAFE = "/:@!$&'()*+,;=-._~"
 
 
@@ -45,7 +46,7 @@ def find_path_slug(path: str) -> PathSlug | None:
         found = extract_metadata_from_path(path)
     except (ValueError, RecursionError) as exc:
         segment, clean = _segment(path)
-        if not segment.startswith(_SLUG_PREFIX):
+        if not segment.startswith(_SLUG_PREFIXES):
             return None
         return PathSlug(clean, segment, None, f"malformed metadata slug in the path: {exc}")
     if found is None:
