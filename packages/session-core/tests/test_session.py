@@ -112,6 +112,26 @@ class TestNesting:
         nest(0)
         assert all(len(s.llm_calls) == 1 for s in sessions)
 
+    def test_nesting_past_the_wire_limit_works_here_and_is_refused_by_the_sender(self):
+        """64 uids is what a context carries; a 65-deep session still records locally, but trying to send it
+        fails in the sender, naming the limit, instead of in whoever receives it."""
+        from contextlib import ExitStack
+
+        from session_core import bind_session, session_baggage
+
+        storage = InMemoryStorage()
+        with ExitStack() as stack:
+            root = stack.enter_context(ContextVarSession("deep", storage=storage))
+            for depth in range(1, 64):
+                deepest = stack.enter_context(ContextVarSession(f"d{depth}"))
+            assert len(deepest.to_context()["uid_chain"]) == 64  # at the limit: travels
+            too_deep = stack.enter_context(ContextVarSession("d64", k=1))
+            record_trace(name="leaf")
+            for send in (too_deep.to_context, lambda: bind_session(len), lambda: session_baggage(too_deep)):
+                with pytest.raises(InvalidSessionContext, match="65 deep, over the limit of 64"):
+                    send()
+        assert [t.name for t in root.llm_calls] == ["leaf"] == [t.name for t in too_deep.llm_calls]
+
     def test_session_created_outside_adopts_parent_where_entered(self):
         storage = InMemoryStorage()
         late = ContextVarSession("late", x=2)

@@ -91,6 +91,12 @@ def _new_context(
     name: str, uid_chain: list[str] | tuple[str, ...], checked_metadata: dict[str, Any], storage_url: str | None
 ) -> dict[str, Any]:
     """`make_context` without backend fields, for metadata `_checked_metadata` returned (the context owns it)."""
+    if len(uid_chain) > MAX_CHAIN_DEPTH:  # refused here, by the sender, not later by whoever receives it
+        raise _bad(
+            "uid_chain",
+            f"is {len(uid_chain)} deep, over the limit of {MAX_CHAIN_DEPTH}: sessions nested this deep work in "
+            "this process but cannot cross a process or service boundary",
+        )
     ctx: dict[str, Any] = {
         "v": CONTEXT_VERSION,
         "name": name,

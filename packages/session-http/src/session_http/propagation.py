@@ -110,7 +110,8 @@ def inject(
     one warning (pass the request's `url`, or ``propagate_to="*"`` for a carrier that is not an HTTP request).
     `signing_key` (default ``$SESSION_SIGNING_KEY``) signs the context. Outside any session, nothing is added.
     Metadata JSON cannot carry is left out, with a warning. Raises `session_core.ContextTooLarge` when the
-    context cannot fit the header.
+    context cannot fit the header, `session_core.InvalidSessionContext` when its session is nested deeper than
+    a context may carry (64 uids).
     """
     if headers is None:
         headers = {}
