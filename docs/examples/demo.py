@@ -275,6 +275,7 @@ def _labelled(service: str) -> Callable[[dict[str, Any], Any], Any]:
 
 def _setup_otel() -> Any:
     from opentelemetry import trace
+    from opentelemetry.sdk.resources import Resource
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import SimpleSpanProcessor
     from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -282,7 +283,7 @@ def _setup_otel() -> Any:
     from session_otel import init_otel_distributed_tracing
 
     exporter = InMemorySpanExporter()
-    provider = TracerProvider()
+    provider = TracerProvider(resource=Resource.create({"service.name": "session-demo"}))
     provider.add_span_processor(SimpleSpanProcessor(exporter))
     trace.set_tracer_provider(provider)
     init_otel_distributed_tracing("session-demo")

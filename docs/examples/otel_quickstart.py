@@ -6,6 +6,7 @@ Run: python docs/examples/otel_quickstart.py
 from __future__ import annotations
 
 from opentelemetry import baggage, propagate, trace
+from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -15,7 +16,7 @@ from session_otel import OTelSession, SessionSpanProcessor, init_otel_distribute
 
 # Your usual OpenTelemetry setup (here: spans kept in memory so the example can check them) ...
 exporter = InMemorySpanExporter()
-provider = TracerProvider()
+provider = TracerProvider(resource=Resource.create({"service.name": "quickstart"}))
 provider.add_span_processor(SessionSpanProcessor())  # session attributes on every span inside a session
 provider.add_span_processor(SimpleSpanProcessor(exporter))
 trace.set_tracer_provider(provider)

@@ -22,6 +22,7 @@ from session_otel.tracing import current_setup
 
 HAVE_SDK: bool
 try:
+    from opentelemetry.sdk.resources import Resource
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import SimpleSpanProcessor
     from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -42,7 +43,7 @@ def _configure_once() -> None:
     os.environ.pop("SESSION_STORAGE_URL", None)
     if HAVE_SDK:
         _exporter = InMemorySpanExporter()
-        provider = TracerProvider()
+        provider = TracerProvider(resource=Resource.create({"service.name": "session-otel-tests"}))
         provider.add_span_processor(SessionSpanProcessor())
         provider.add_span_processor(SimpleSpanProcessor(_exporter))
         trace.set_tracer_provider(provider)

@@ -89,9 +89,18 @@ def test_init_in_a_fresh_process_installs_a_provider_only_with_the_sdk_and_reads
     assert report["automatic"] is False
     assert report["tracer_provider"] is HAVE_SDK
     assert report["span_processor"] is HAVE_SDK
-    assert report["service_name"] == ("svc-under-test" if HAVE_SDK else None)
+    assert report["service_name"] == report["setup_service_name"] == ("svc-under-test" if HAVE_SDK else None)
     if not HAVE_SDK:  # the log says exactly what to install
         assert 'pip install "session-otel[sdk]"' in stderr
+
+
+@pytest.mark.skipif(not HAVE_SDK, reason="needs opentelemetry-sdk (the all variant) to set a provider")
+def test_a_service_name_that_cannot_be_applied_is_not_reported_as_applied():
+    """The application set its provider first: init cannot rename it, says so, and reports the name in use."""
+    report, stderr = _run("otel_provider_first.py")
+    assert report == {"service_name": "the-apps-own", "tracer_provider": False}
+    assert stderr.count("init_otel_distributed_tracing(service_name='wanted')") == 1
+    assert "service.name 'the-apps-own' stays" in stderr
 
 
 def _inject(target: str | None) -> dict[str, str]:

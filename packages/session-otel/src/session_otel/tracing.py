@@ -36,10 +36,13 @@ _setup: TracingSetup | None = None
 class TracingSetup:
     """What `init_otel_distributed_tracing` has enabled in this process.
 
-    `tracer_provider`: an SDK TracerProvider was installed by session-otel (False when one was already set or
-    the SDK is not installed); `span_processor`: `SessionSpanProcessor` was added to it; `requests` / `httpx`:
-    that library is instrumented with session-otel's host hook; `propagate_to`: the hosts that receive session
-    baggage (None: every host); `automatic`: initialised by the first `OTelSession` rather than by a call.
+    `service_name`: the ``service.name`` of the TracerProvider in use (None without an SDK provider), which
+    is the name given to `init_otel_distributed_tracing` only when session-otel installed the provider (a
+    warning says when it could not apply it); `tracer_provider`: an SDK TracerProvider was installed by
+    session-otel (False when one was already set or the SDK is not installed); `span_processor`:
+    `SessionSpanProcessor` was added to it; `requests` / `httpx`: that library is instrumented with
+    session-otel's host hook; `propagate_to`: the hosts that receive session baggage (None: every host);
+    `automatic`: initialised by the first `OTelSession` rather than by a call.
     """
 
     service_name: str | None
@@ -91,6 +94,14 @@ def _ensure_tracer_provider(service_name: str | None) -> tuple[bool, bool]:
     otel_trace.set_tracer_provider(provider)
     installed = otel_trace.get_tracer_provider() is provider
     return installed, installed
+
+
+def _service_name_in_use() -> str | None:
+    """The ``service.name`` of the global TracerProvider's resource (an SDK provider's), else None."""
+    resource = getattr(otel_trace.get_tracer_provider(), "resource", None)
+    attributes = getattr(resource, "attributes", None)
+    name = attributes.get("service.name") if attributes is not None else None
+    return name if isinstance(name, str) else None
 
 
 def _instrument_requests() -> bool:
@@ -155,8 +166,17 @@ def init_otel_distributed_tracing(
             processor = processor or previous.span_processor
         requests_done = (previous is not None and previous.requests) or _instrument_requests()
         httpx_done = (previous is not None and previous.httpx) or _instrument_httpx()
+        in_use = _service_name_in_use()
+        if service_name is not None and in_use is not None and in_use != service_name:
+            logger.warning(
+                "init_otel_distributed_tracing(service_name=%r): a TracerProvider was set before, so its "
+                "service.name %r stays. Put the service name on that provider's Resource, or let session-otel "
+                "install the provider by calling init_otel_distributed_tracing first",
+                service_name,
+                in_use,
+            )
         _setup = TracingSetup(
-            service_name=service_name if service_name is not None or previous is None else previous.service_name,
+            service_name=in_use,
             propagators=propagators,
             tracer_provider=provider,
             span_processor=processor,

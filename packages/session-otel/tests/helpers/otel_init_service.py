@@ -23,6 +23,7 @@ print(
             "propagate_to": setup.propagate_to,
             "same_again": again == setup,
             "service_name": resource.attributes.get("service.name") if resource is not None else None,
+            "setup_service_name": setup.service_name,
             "automatic": setup.automatic,
         }
     )
