@@ -49,7 +49,14 @@ from session_core.registry import (
 )
 from session_core.restore import restore_session
 from session_core.routing import assemble_routing_metadata, context_from_routing_metadata
-from session_core.session import BaseSession, ContextVarSession, SessionProtocol, default_storage
+from session_core.session import (
+    BaseSession,
+    ContextVarSession,
+    SessionMetadata,
+    SessionProtocol,
+    default_storage,
+    metadata_version,
+)
 from session_core.signing import sign_context, verify_context
 from session_core.slug import (
     build_proxied_base_url,
@@ -74,6 +81,7 @@ __all__ = [
     "MissingOptionalDependency",
     "SessionError",
     "SessionProtocol",
+    "SessionMetadata",
     "SessionStateError",
     "SessionStorage",
     "SignatureError",
@@ -104,6 +112,7 @@ __all__ = [
     "get_current_session_name",
     "host_of",
     "make_context",
+    "metadata_version",
     "open_storage",
     "portable_metadata",
     "record_trace",

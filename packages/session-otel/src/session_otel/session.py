@@ -28,7 +28,7 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 from opentelemetry.util.types import AttributeValue
 
 from session_core import BaseSession, ContextTooLarge, encode_baggage, make_context, portable_metadata
-from session_core.session import metadata_version as _metadata_version
+from session_core import metadata_version as _metadata_version
 from session_core.stack import ACTIVE as _ACTIVE
 from session_otel import _state
 from session_otel._keys import BAGGAGE_KEY, SESSION_KEY, SPAN_KEY
