@@ -148,6 +148,7 @@ _IMPORT_NAMES = {
     "opentelemetry-sdk": "opentelemetry.sdk",
     "opentelemetry-instrumentation-requests": "opentelemetry.instrumentation.requests",
     "opentelemetry-instrumentation-httpx": "opentelemetry.instrumentation.httpx",
+    "opentelemetry-exporter-otlp-proto-http": "opentelemetry.exporter.otlp.proto.http",
     "psycopg": "psycopg",
     "psycopg-binary": "psycopg_binary",
 }

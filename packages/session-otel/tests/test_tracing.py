@@ -7,7 +7,11 @@ import json
 import os
 import subprocess
 import sys
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import pytest
 from opentelemetry import baggage, propagate
@@ -21,6 +25,16 @@ from session_otel.tracing import current_setup
 
 HELPERS = Path(__file__).parent / "helpers"
 HAVE_SDK = importlib.util.find_spec("opentelemetry.sdk") is not None
+
+
+def _installed(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ModuleNotFoundError:  # a parent package is missing
+        return False
+
+
+HAVE_OTLP = HAVE_SDK and _installed("opentelemetry.exporter.otlp.proto.http")
 
 
 def _run(script: str, **env: str) -> tuple[dict, str]:
@@ -101,6 +115,67 @@ def test_a_service_name_that_cannot_be_applied_is_not_reported_as_applied():
     assert report == {"service_name": "the-apps-own", "tracer_provider": False}
     assert stderr.count("init_otel_distributed_tracing(service_name='wanted')") == 1
     assert "service.name 'the-apps-own' stays" in stderr
+
+
+@pytest.fixture
+def otlp_receiver() -> Iterator[tuple[str, list[bytes]]]:
+    """A real HTTP server on 127.0.0.1 taking OTLP/HTTP trace exports: ``(endpoint, request bodies)``."""
+    bodies: list[bytes] = []
+
+    class Receiver(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            if self.path == "/v1/traces":
+                bodies.append(body)
+            self.send_response(200 if self.path == "/v1/traces" else 404)
+            self.send_header("Content-Type", "application/x-protobuf")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Receiver)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}", bodies
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.mark.skipif(not HAVE_OTLP, reason="needs session-otel[otlp] (the all variant)")
+def test_init_exports_to_the_otlp_collector_the_environment_names(otlp_receiver):
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+    endpoint, bodies = otlp_receiver
+    report, stderr = _run("otel_otlp_export.py", OTEL_EXPORTER_OTLP_ENDPOINT=endpoint)
+    assert report["exporter"] == "otlp http/protobuf" and report["flushed"] is True, stderr
+    spans = {}
+    for body in bodies:
+        request = ExportTraceServiceRequest.FromString(body)
+        for resource_spans in request.resource_spans:
+            service = {a.key: a.value.string_value for a in resource_spans.resource.attributes}["service.name"]
+            for scope_spans in resource_spans.scope_spans:
+                for span in scope_spans.spans:
+                    spans[span.name] = (service, span, {a.key: a.value for a in span.attributes})
+    assert set(spans) == {"session:rollout", "chat"}
+    service, session_span, attributes = spans["session:rollout"]
+    assert service == "otlp-under-test" and session_span.trace_id.hex() == report["trace_id"]
+    assert attributes["session.name"].string_value == "rollout"
+    assert attributes["session.metadata.task"].string_value == "t-1"
+    chat = spans["chat"][1]
+    assert chat.parent_span_id == session_span.span_id  # the LLM span is a child of the session's
+    assert spans["chat"][2]["session.name"].string_value == "rollout"  # stamped by SessionSpanProcessor
+
+
+@pytest.mark.skipif(not HAVE_SDK, reason="needs opentelemetry-sdk (the all variant) to install a provider")
+def test_an_otlp_endpoint_without_the_exporter_installed_says_what_to_install(otlp_receiver):
+    endpoint, bodies = otlp_receiver
+    report, stderr = _run("otel_otlp_export.py", OTEL_EXPORTER_OTLP_ENDPOINT=endpoint, BLOCK_OTLP_EXPORTER="1")
+    assert report["exporter"] is None and bodies == []
+    assert stderr.count("exporter is not installed") == 1 and 'pip install "session-otel[otlp]"' in stderr
 
 
 def _inject(target: str | None) -> dict[str, str]:

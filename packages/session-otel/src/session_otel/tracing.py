@@ -1,12 +1,16 @@
-"""`init_otel_distributed_tracing`: W3C trace context + baggage propagation, a TracerProvider when none is set,
-and requests/httpx instrumentation, so sessions follow HTTP calls with no code at the call sites."""
+"""`init_otel_distributed_tracing`: W3C trace context + baggage propagation, a TracerProvider when none is set
+(exporting to the OTLP collector the environment names), and requests/httpx instrumentation, so sessions follow
+HTTP calls with no code at the call sites."""
 
 from __future__ import annotations
 
+import importlib
 import logging
+import os
 import threading
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
+from typing import Any
 
 from opentelemetry import propagate
 from opentelemetry import trace as otel_trace
@@ -42,7 +46,8 @@ class TracingSetup:
     session-otel (False when one was already set or the SDK is not installed); `span_processor`:
     `SessionSpanProcessor` was added to it; `requests` / `httpx`: that library is instrumented with
     session-otel's host hook; `propagate_to`: the hosts that receive session baggage (None: every host);
-    `automatic`: initialised by the first `OTelSession` rather than by a call.
+    `automatic`: initialised by the first `OTelSession` rather than by a call; `exporter`: the OTLP exporter
+    session-otel added to the provider it installed (``"otlp http/protobuf"`` or ``"otlp grpc"``), else None.
     """
 
     service_name: str | None
@@ -53,6 +58,7 @@ class TracingSetup:
     httpx: bool
     propagate_to: tuple[str, ...] | None
     automatic: bool = False
+    exporter: str | None = None
 
 
 def _ensure_propagation(hosts: HostFilter) -> tuple[str, ...]:
@@ -73,10 +79,55 @@ def _ensure_propagation(hosts: HostFilter) -> tuple[str, ...]:
     return tuple(sorted(wrapper.fields))
 
 
-def _ensure_tracer_provider(service_name: str | None) -> tuple[bool, bool]:
-    """Install an SDK TracerProvider with `SessionSpanProcessor` when none is set and the SDK is installed."""
+_OTLP_EXPORTERS = {
+    "http/protobuf": ("opentelemetry.exporter.otlp.proto.http.trace_exporter", '"session-otel[otlp]"'),
+    "grpc": ("opentelemetry.exporter.otlp.proto.grpc.trace_exporter", "opentelemetry-exporter-otlp-proto-grpc"),
+}
+
+
+def _env_exporter(provider: Any) -> str | None:
+    """Add an OTLP exporter to `provider` when the environment names a collector, as OpenTelemetry's own
+    auto-configuration would: ``$OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`` or ``$OTEL_EXPORTER_OTLP_ENDPOINT`` set,
+    ``$OTEL_TRACES_EXPORTER`` (default ``otlp``) naming ``otlp``, and the protocol from
+    ``$OTEL_EXPORTER_OTLP_[TRACES_]PROTOCOL`` (default ``http/protobuf``). Returns what it added."""
+    env = os.environ
+    endpoint = env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or env.get("OTEL_EXPORTER_OTLP_ENDPOINT")
+    if not endpoint:
+        return None
+    if "otlp" not in [name.strip().lower() for name in env.get("OTEL_TRACES_EXPORTER", "otlp").split(",")]:
+        return None
+    protocol = (env.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL") or env.get("OTEL_EXPORTER_OTLP_PROTOCOL") or "").strip()
+    protocol = protocol or "http/protobuf"
+    if protocol not in _OTLP_EXPORTERS:
+        logger.warning(
+            "OTLP protocol %r is not one session-otel sets up (http/protobuf, grpc): spans are not exported; "
+            "add an exporter to your own TracerProvider",
+            protocol,
+        )
+        return None
+    module, install = _OTLP_EXPORTERS[protocol]
+    try:
+        exporter = importlib.import_module(module).OTLPSpanExporter()
+    except ImportError:
+        logger.warning(
+            "an OTLP endpoint is set (%s) but the %s exporter is not installed, so spans stay in this process "
+            "(pip install %s)",
+            endpoint,
+            protocol,
+            install,
+        )
+        return None
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+    provider.add_span_processor(BatchSpanProcessor(exporter))
+    return f"otlp {protocol}"
+
+
+def _ensure_tracer_provider(service_name: str | None) -> tuple[bool, bool, str | None]:
+    """Install an SDK TracerProvider with `SessionSpanProcessor` (and the environment's OTLP exporter) when none
+    is set and the SDK is installed."""
     if not isinstance(otel_trace.get_tracer_provider(), otel_trace.ProxyTracerProvider):
-        return False, False
+        return False, False, None
     try:
         from opentelemetry.sdk.resources import Resource
         from opentelemetry.sdk.trace import TracerProvider
@@ -85,15 +136,18 @@ def _ensure_tracer_provider(service_name: str | None) -> tuple[bool, bool]:
             "opentelemetry-sdk is not installed: session spans are non-recording "
             '(pip install "session-otel[sdk]" to record them)'
         )
-        return False, False
+        return False, False, None
     from session_otel.processor import SessionSpanProcessor
 
     attributes = {"service.name": service_name} if service_name else {}
     provider = TracerProvider(resource=Resource.create(attributes))
     provider.add_span_processor(SessionSpanProcessor())
+    exporter = _env_exporter(provider)
     otel_trace.set_tracer_provider(provider)
     installed = otel_trace.get_tracer_provider() is provider
-    return installed, installed
+    if not installed:  # another thread set one first: ours is dropped, its exporter with it
+        provider.shutdown()
+    return installed, installed, exporter if installed else None
 
 
 def _service_name_in_use() -> str | None:
@@ -160,10 +214,11 @@ def init_otel_distributed_tracing(
         else:
             patterns = previous.propagate_to
         propagators = _ensure_propagation(HostFilter(patterns))
-        provider, processor = _ensure_tracer_provider(service_name)
+        provider, processor, exporter = _ensure_tracer_provider(service_name)
         if previous is not None:
             provider = provider or previous.tracer_provider
             processor = processor or previous.span_processor
+            exporter = exporter or previous.exporter
         requests_done = (previous is not None and previous.requests) or _instrument_requests()
         httpx_done = (previous is not None and previous.httpx) or _instrument_httpx()
         in_use = _service_name_in_use()
@@ -184,6 +239,7 @@ def init_otel_distributed_tracing(
             httpx=httpx_done,
             propagate_to=patterns,
             automatic=previous.automatic if previous is not None else False,
+            exporter=exporter,
         )
         _state.initialized = True
         return _setup
@@ -214,6 +270,8 @@ def _describe(setup: TracingSetup) -> str:
     enabled = [f"propagators={','.join(setup.propagators)}"]
     if setup.tracer_provider:
         enabled.append("SDK TracerProvider")
+    if setup.exporter:
+        enabled.append(f"{setup.exporter} exporter")
     if setup.requests:
         enabled.append("requests instrumentation")
     if setup.httpx:
