@@ -137,7 +137,13 @@ def _assert_absent(session: nox.Session, pkg: Package) -> None:
     modules -= {_import_name(r) for r in pkg.test_group}
     if modules:
         code = (
-            "import importlib.util, sys; present = [m for m in sys.argv[1:] if importlib.util.find_spec(m)]; "
+            "import importlib.util, sys\n"
+            "def found(m):\n"
+            "    try:\n"
+            "        return importlib.util.find_spec(m) is not None\n"
+            "    except ModuleNotFoundError:  # a parent package is missing too\n"
+            "        return False\n"
+            "present = [m for m in sys.argv[1:] if found(m)]\n"
             "sys.exit(f'bare variant has extras installed: {present}' if present else 0)"
         )
         session.run("python", "-c", code, *sorted(modules), silent=True)
