@@ -306,3 +306,33 @@ def test_a_context_that_cannot_travel_is_left_out_and_reported_once_per_session(
         detach(token)
     said = [r for r in caplog.records if "left out of an outgoing carrier" in r.getMessage()]
     assert len(said) == 2 and all("over the limit of 128" in r.getMessage() for r in said)
+
+
+# -- routing metadata (the URL slug's payload) in every OTel situation ----------------------------------------
+def test_routing_metadata_inside_an_otel_session_and_mixed_stacks_in_both_orders():
+    with OTelSession("outer-otel", task=1) as outer, ContextVarSession("inner-cv", arm="a") as inner:
+        meta = session_core.assemble_routing_metadata({"extra": True})
+    assert meta == {
+        "task": 1,
+        "arm": "a",
+        "session_name": "inner-cv",
+        "session_uids": [outer.uid, inner.uid],
+        "extra": True,
+    }
+    with ContextVarSession("outer-cv", task=2) as outer, OTelSession("inner-otel", session_name="kept") as inner:
+        meta = session_core.assemble_routing_metadata()
+    # a session_name already in the metadata is kept, not replaced by the session's name
+    assert meta == {"task": 2, "session_name": "kept", "session_uids": [outer.uid, inner.uid]}
+    ctx = session_core.context_from_routing_metadata(meta)
+    assert ctx is not None and ctx["uid_chain"] == [outer.uid, inner.uid] and ctx["name"] == "kept"
+
+
+def test_routing_metadata_from_baggage_a_server_extracted_with_no_session_object():
+    header = encode_baggage({"name": "caller", "uid_chain": ["c1", "c2"], "metadata": {"k": 1, "f": 0.5}})
+    token = attach(propagate.extract({"baggage": header, "traceparent": f"00-{'a' * 32}-{'b' * 16}-01"}))
+    try:
+        meta = session_core.assemble_routing_metadata()
+    finally:
+        detach(token)
+    assert meta == {"k": 1, "f": 0.5, "session_name": "caller", "session_uids": ["c1", "c2"]}
+    assert session_core.assemble_routing_metadata() == {}  # detached: no session anywhere

@@ -368,3 +368,22 @@ def test_metadata_changed_inside_a_session_is_what_later_reads_and_requests_carr
         assert session_core.decode_baggage(headers["baggage"])["metadata"] == {"phase": "act"}
         # The OTel context attached on entry is immutable: its baggage keeps the value the session entered with.
         assert baggage.get_baggage("session.m.phase") == '"plan"'
+
+
+def test_exited_otel_sessions_are_freed_spans_and_baggage_included():
+    import gc
+    import weakref
+
+    refs = []
+    with OTelSession("root", storage=InMemoryStorage()) as root:
+        for i in range(200):
+            with OTelSession("child", step=i) as child, ContextVarSession("inner", n=i) as inner:
+                record_trace(name="call")
+                headers: dict[str, str] = {}
+                propagate.inject(headers)
+                child.to_otel_context()
+                refs += [weakref.ref(child), weakref.ref(inner)]
+            del child, inner
+        assert len(root.llm_calls) == 200
+    gc.collect()
+    assert sum(ref() is None for ref in refs) == len(refs)

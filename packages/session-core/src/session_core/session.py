@@ -147,6 +147,7 @@ class BaseSession:
     """
 
     __slots__ = (
+        "__weakref__",  # sessions can be weakly referenced (registries, caches keyed by session)
         "_active",
         "_chain",
         "_ctx",
