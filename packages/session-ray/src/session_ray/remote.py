@@ -3,7 +3,8 @@
 Functions become genuine Ray remote functions and actor handles stay genuine Ray actor handles: the caller's
 context is added by a Ray invocation decorator at each ``.remote()`` (so ``.options(...)``, pickled handles and
 ``ray.get_actor`` handles propagate too), and the worker-side wrapper restores it around the call, each call in a
-`contextvars.Context` of its own.
+`contextvars.Context` of its own. Under Ray Client, which applies invocation decorators in its server instead of
+the driver, `session_ray.client` adds the context in the driver.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Any, overload
 
 from session_core import MissingOptionalDependency
 from session_ray.capture import compose, inject_checked, inject_unchecked, with_context
+from session_ray.client import client_mode, follow_client_calls, session_client_handle
 from session_ray.entrypoint import entrypoint_target, make_wrapper
 
 __all__ = ["SessionActorClass", "remote"]
@@ -86,21 +88,25 @@ class SessionActorClass:
 
     ``.remote(...)`` returns a genuine Ray actor handle whose method calls carry the caller's session;
     ``.options(...)`` returns another `SessionActorClass`; anything else is Ray's actor class attribute.
+    `unchecked` names the methods (``__init__`` included) that bring their own storage (``ray_entrypoint(storage=)``).
     """
 
-    __slots__ = ("_actor_class", "_checked")
+    __slots__ = ("_actor_class", "_unchecked")
 
-    def __init__(self, actor_class: Any, checked: bool = True) -> None:
+    def __init__(self, actor_class: Any, unchecked: frozenset[str] = frozenset()) -> None:
         self._actor_class = actor_class
-        self._checked = checked
+        self._unchecked = unchecked
 
     def remote(self, *args: Any, **kwargs: Any) -> Any:
         """Create the actor; its ``__init__`` runs inside the caller's session."""
-        return self._actor_class.remote(*args, **with_context(kwargs, self._checked))
+        handle = self._actor_class.remote(*args, **with_context(kwargs, "__init__" not in self._unchecked))
+        if client_mode():  # a Ray Client handle: Ray applies no invocation decorator in this process
+            return session_client_handle(handle, self._unchecked)
+        return handle
 
     def options(self, **actor_options: Any) -> SessionActorClass:
         """Like Ray's ``ActorClass.options``: the same actor class with overridden options."""
-        return SessionActorClass(self._actor_class.options(**actor_options), self._checked)
+        return SessionActorClass(self._actor_class.options(**actor_options), self._unchecked)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         return self._actor_class(*args, **kwargs)  # Ray's own "use .remote()" error
@@ -111,7 +117,7 @@ class SessionActorClass:
         return getattr(self._actor_class, name)
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (SessionActorClass, (self._actor_class, self._checked))
+        return (SessionActorClass, (self._actor_class, self._unchecked))
 
     def __repr__(self) -> str:
         return f"SessionActorClass({self._actor_class!r})"
@@ -147,11 +153,12 @@ def remote(fn_or_class: Any = None, /, **ray_options: Any) -> Any:
             "ray.remote's result"
         )
     if inspect.isclass(fn_or_class):
-        checked = not entrypoint_target(_methods(fn_or_class)["__init__"])[2]
+        unchecked = frozenset(name for name, method in _methods(fn_or_class).items() if entrypoint_target(method)[2])
         target = session_actor_class(fn_or_class)
         actor_class = ray.remote(**ray_options)(target) if ray_options else ray.remote(target)
-        return SessionActorClass(actor_class, checked)
+        return SessionActorClass(actor_class, unchecked)
     if not callable(fn_or_class):
         raise TypeError(f"session_ray.remote expects a function or a class, got {type(fn_or_class).__name__}")
     function = task_function(fn_or_class)
-    return ray.remote(**ray_options)(function) if ray_options else ray.remote(function)
+    remote_function = ray.remote(**ray_options)(function) if ray_options else ray.remote(function)
+    return follow_client_calls(remote_function, checked=not entrypoint_target(fn_or_class)[2])
