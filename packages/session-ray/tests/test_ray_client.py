@@ -57,19 +57,30 @@ def ray_client(ship_module: Callable[[str], None]) -> Iterator[str]:
         # next_worker->state == KICKED", grpcio 1.85): "Starting Ray client server failed". The child only
         # execs, so the head's processes (which inherit this environment) can do without those handlers.
         env.setenv("GRPC_ENABLE_FORK_SUPPORT", "false")
-        head = Cluster(
-            initialize_head=True,
-            head_node_args={
-                "num_cpus": 2,
-                "include_dashboard": False,
-                "node_ip_address": LOOPBACK,
-                "object_store_memory": 80 * 1024 * 1024,
-                "ray_client_server_port": port,
-            },
-        )
-        try:
+        # Should the client server still fail to start, a fresh head is started (the cluster is the test's
+        # infrastructure, not the code under test): up to three attempts, then the last error.
+        for attempt in range(3):
+            head = Cluster(
+                initialize_head=True,
+                head_node_args={
+                    "num_cpus": 2,
+                    "include_dashboard": False,
+                    "node_ip_address": LOOPBACK,
+                    "object_store_memory": 80 * 1024 * 1024,
+                    "ray_client_server_port": port,
+                },
+            )
             address = f"ray://{LOOPBACK}:{port}"
-            ray.init(address, log_to_driver=False)
+            try:
+                ray.init(address, log_to_driver=False)
+                break
+            except Exception:
+                ray.shutdown()
+                head.shutdown()
+                if attempt == 2:
+                    raise
+                port = _free_port()
+        try:
             assert ray.util.client.ray.is_connected()
             yield address
         finally:

@@ -17,6 +17,7 @@ already there and keeps it, and calls from inside workers (plain Ray, not client
 from __future__ import annotations
 
 import functools
+import logging
 from collections.abc import Callable
 from typing import Any
 
@@ -24,11 +25,25 @@ from session_ray.capture import with_context
 
 __all__ = ["ClientMethod", "client_mode", "follow_client_calls", "session_client_handle"]
 
+logger = logging.getLogger(__name__)
 
+
+def _never() -> bool:
+    return False
+
+
+@functools.cache
 def _client_mode_check() -> Callable[[], bool]:
-    from ray._private.client_mode_hook import client_mode_should_convert
+    """Ray's own test for "this call goes through Ray Client" (private to Ray, so looked up defensively: a Ray
+    without it, or with another signature, gets no Ray Client support rather than broken ``.remote()`` calls)."""
+    try:
+        from ray._private.client_mode_hook import client_mode_should_convert
 
-    return client_mode_should_convert
+        client_mode_should_convert()
+    except Exception:  # ImportError, or a TypeError from an older signature
+        logger.info("this Ray has no client_mode_should_convert(); session_ray does not follow Ray Client calls")
+        return _never
+    return client_mode_should_convert  # type: ignore[no-any-return]
 
 
 def client_mode() -> bool:
