@@ -39,11 +39,11 @@ def _client_mode_check() -> Callable[[], bool]:
     try:
         from ray._private.client_mode_hook import client_mode_should_convert
 
-        client_mode_should_convert()
+        client_mode_should_convert()  # type: ignore[no-untyped-call]
     except Exception:  # ImportError, or a TypeError from an older signature
         logger.info("this Ray has no client_mode_should_convert(); session_ray does not follow Ray Client calls")
         return _never
-    return client_mode_should_convert  # type: ignore[no-any-return]
+    return client_mode_should_convert
 
 
 def client_mode() -> bool:
