@@ -77,3 +77,12 @@ def spans() -> Any:
 @pytest.fixture
 def no_storage_env(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("SESSION_STORAGE_URL", raising=False)
+
+
+@pytest.fixture
+def restore_hosts() -> Iterator[None]:
+    """For tests that change `propagate_to`: the process's setting is put back afterwards."""
+    before = current_setup()
+    assert before is not None
+    yield
+    init_otel_distributed_tracing(propagate_to=before.propagate_to or "*")

@@ -16,7 +16,6 @@ from opentelemetry import trace
 import session_core
 from session_otel import OTelSession, init_otel_distributed_tracing
 from session_otel.propagator import note_target_host
-from session_otel.tracing import current_setup
 
 grpc = pytest.importorskip("grpc")
 instrumentation = pytest.importorskip("opentelemetry.instrumentation.grpc")
@@ -69,14 +68,6 @@ def test_the_server_sees_the_callers_session_and_trace(who: Any) -> None:
     assert seen["metadata"] == {"task": "t-1", "step": 2, "arm": "b"}  # the innermost session, types kept
     if outer.trace_id is not None:  # a recording SDK span (the all variant): the server continues its trace
         assert seen["trace_id"] == outer.trace_id
-
-
-@pytest.fixture
-def restore_hosts() -> Iterator[None]:
-    before = current_setup()
-    assert before is not None
-    yield
-    init_otel_distributed_tracing(propagate_to=before.propagate_to or "*")
 
 
 def test_with_an_allow_list_the_target_must_be_named(who: Any, restore_hosts: None) -> None:

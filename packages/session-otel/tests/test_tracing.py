@@ -21,7 +21,6 @@ from session_core import decode_baggage
 from session_otel import HostFilter, OTelSession, SessionPropagator, init_otel_distributed_tracing
 from session_otel.hosts import resolve_propagate_to
 from session_otel.propagator import note_target_host
-from session_otel.tracing import current_setup
 
 HELPERS = Path(__file__).parent / "helpers"
 HAVE_SDK = importlib.util.find_spec("opentelemetry.sdk") is not None
@@ -49,14 +48,6 @@ def _run(script: str, **env: str) -> tuple[dict, str]:
     )
     assert proc.returncode == 0, proc.stderr
     return json.loads(proc.stdout.strip().splitlines()[-1]), proc.stderr
-
-
-@pytest.fixture
-def restore_hosts():
-    before = current_setup()
-    assert before is not None
-    yield
-    init_otel_distributed_tracing(propagate_to=before.propagate_to or "*")
 
 
 def test_init_is_idempotent_and_wraps_the_global_propagator_once():
