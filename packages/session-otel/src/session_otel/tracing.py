@@ -117,6 +117,9 @@ def _env_exporter(provider: Any) -> str | None:
             install,
         )
         return None
+    except Exception as exc:  # a malformed setting must not stop the application from starting
+        logger.warning("could not create the OTLP exporter for %s (%s): spans stay in this process", endpoint, exc)
+        return None
     from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
     provider.add_span_processor(BatchSpanProcessor(exporter))
