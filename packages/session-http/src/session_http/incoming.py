@@ -39,6 +39,7 @@ SessionFactory = Callable[[dict[str, Any], Any], Any]
 
 OTEL_BACKEND = "otel"
 _CACHE_SIZE = 512
+_OTEL_RECHECK = 1.0  # seconds a "OpenTelemetry is not set up" answer stands
 _TRACEPARENT = re.compile(r"(?!ff)[0-9a-f]{2}-(?!0{32})[0-9a-f]{32}-(?!0{16})[0-9a-f]{16}-[0-9a-f]{2}")
 _TRACESTATE_MAX = 512
 _UNSET: Any = object()
@@ -137,7 +138,17 @@ class Resolution(NamedTuple):
 class Incoming:
     """Turns a request's baggage header, trace headers and path into a `Resolution`."""
 
-    __slots__ = ("_lock", "_otel", "_otel_ready", "known", "session_factory", "signing_key", "storage", "strict")
+    __slots__ = (
+        "_lock",
+        "_otel",
+        "_otel_ready",
+        "_otel_recheck",
+        "known",
+        "session_factory",
+        "signing_key",
+        "storage",
+        "strict",
+    )
 
     def __init__(
         self,
@@ -154,6 +165,7 @@ class Incoming:
         self._lock = threading.Lock()
         self._otel: Any = _UNSET
         self._otel_ready = False  # once set up, OpenTelemetry stays set up: cached when true
+        self._otel_recheck = 0.0  # when "not set up" may be asked again (monotonic seconds)
 
     # -- reading the context -------------------------------------------------------------------------
     def _from_baggage(self, raw: bytes | str) -> _Known | None:
@@ -180,15 +192,21 @@ class Incoming:
 
     def hands_over_to_otel(self) -> bool:
         """Whether requests run in the OTel backend's session: session-otel is installed and OpenTelemetry is set
-        up in this process (the backend's ``backend_initialized()``). A ``traceparent``, when there is one,
-        is then continued; without one the session starts a trace."""
+        up in this process (the backend's ``backend_initialized()``, asked at most once a second while the answer
+        is no). A ``traceparent``, when there is one, is then continued; without one the session starts a trace."""
         if self._otel_ready:
             return True
         backend = self._otel_backend()
         if backend is None:
             return False
+        # Asking OpenTelemetry costs microseconds (it reads the environment), too much for every request: a
+        # "not set up" answer stands for a second, so a server that sets it up later hands over within one.
+        now = time.monotonic()
+        if now < self._otel_recheck:
+            return False
         ready = getattr(backend, "backend_initialized", None)
         if ready is not None and not ready():
+            self._otel_recheck = now + _OTEL_RECHECK
             return False
         self._otel_ready = True
         return True
