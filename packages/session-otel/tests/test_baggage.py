@@ -29,6 +29,7 @@ from session_otel import (
     get_otel_metadata,
     get_otel_session_name,
 )
+from session_otel.attributes import attribute_value
 
 # Keys OTel's own propagator round-trips unchanged: it strips edge whitespace from keys (str.strip), and writes a
 # space as '+', which session-core reads back as '+' in keys (see test_keys_with_spaces_...: our global
@@ -275,6 +276,42 @@ def test_sessions_sharing_a_template_never_mix_up_equal_values():
             if value is not None:
                 got = attrs["session.metadata.v"]
                 assert type(got) is type(value if not isinstance(value, list) else tuple(value)), value
+
+
+_CONTAINERS = [
+    [1], [True], [1.0], (1,), [0.0], [-0.0], [[1]], [[True]], ["x" * 300], [1, "a"], [], {},
+    {"a": 1}, {"a": True}, {"a": 1.0}, {"a": 1, "b": 2}, {"b": 2, "a": 1}, {"1": 1}, {1: 1},
+    {"a": [1, {"b": None}]}, {"a": [1, {"b": False}]}, list(range(100)), [[[[[1]]]]], [[[[[True]]]]],
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("also", [{}, {"n": 7}], ids=["alone", "beside-a-scalar"])
+def test_sessions_sharing_a_template_never_mix_up_equal_containers(also):
+    """Templates and members are cached for small lists and dicts too, under a copy that keeps every type and
+    the order: [1] and [True], {"a": 1, "b": 2} and {"b": 2, "a": 1} each get their own members, twice over."""
+    for _ in range(2):
+        for value in _CONTAINERS:
+            with OTelSession("tmpl-c", v=value, **also) as s:
+                members = {k: v for k, v in baggage.get_all().items() if k.startswith("session.m.")}
+                attrs = s.span_attributes()
+            metadata = {"v": value, **also}
+            expected = context_to_baggage_items({"name": "tmpl-c", "uid_chain": ["u"], "metadata": metadata})
+            assert members == {k: v for k, v in expected.items() if k.startswith("session.m.")}, value
+            assert attrs["session.metadata.v"] == attribute_value(value), value
+
+
+def test_a_list_changed_in_place_between_sessions_is_sent_as_it_is_now():
+    def member(tags: list[str]) -> str:
+        items = context_to_baggage_items({"name": "mutable", "uid_chain": ["u"], "metadata": {"tags": tags}})
+        return str(items["session.m.tags"])
+
+    tags = ["rl"]
+    with OTelSession("mutable", tags=tags):
+        first = baggage.get_baggage("session.m.tags")
+    tags.append("eval")
+    with OTelSession("mutable", tags=tags):
+        second = baggage.get_baggage("session.m.tags")
+    assert first == member(["rl"]) and second == member(["rl", "eval"])
 
 
 def test_the_propagator_sends_what_session_http_sends_for_the_innermost_session(caplog):

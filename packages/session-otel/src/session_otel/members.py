@@ -3,7 +3,9 @@
 Each metadata value's baggage member is computed by `session_core.context_to_baggage_items` the first time that
 (key, type, value) is seen and reused afterwards, together with its span attribute; and every session with the
 same name and merged metadata shares one `Template` of members and attributes, so opening the thousandth session
-with ``task="eval", arm="a"`` costs one dict lookup and two dict copies, not JSON encoding. The fixed members
+with ``task="eval", arm="a"`` costs one dict lookup and two dict copies, not JSON encoding. Small lists, tuples
+and dicts of such values (``tags=["rl", "eval"]``) are cached too, under a frozen copy that keeps every type and
+the order, so a server opening a session per request for the same caller encodes nothing. The fixed members
 (version, name, uid chain) are checked against session-core once at import; should they ever differ, every
 build goes through session-core.
 """
@@ -90,10 +92,61 @@ def _simple(value: Any) -> bool:
     )
 
 
-def metadata_entry(key: str, value: Any) -> Entry:
-    """The baggage member and span attribute of one metadata item (cached for small hashable values)."""
+_FREEZE_ITEMS = 64  # values and keys a frozen copy may hold in all, nested containers included
+_FREEZE_DEPTH = 4
+
+
+class _TooBig(Exception):
+    """Raised inside `_frozen`: the value holds something (or more) that a frozen copy does not cover."""
+
+
+def _freeze(value: Any, depth: int, budget: list[int]) -> Any:
+    t = type(value)
+    budget[0] -= 1
+    if budget[0] < 0 or depth < 0:
+        raise _TooBig
     if _simple(value):
-        cache_key = (key, type(value), value)
+        return (t, value)
+    if t is list or t is tuple:
+        return (t, tuple([_freeze(item, depth - 1, budget) for item in value]))
+    if t is dict:
+        frozen = []
+        for k, v in value.items():
+            if type(k) is not str or len(k) > _CACHEABLE_STR:
+                raise _TooBig  # JSON turns other keys into text: {1: x} and {"1": x} must not share an entry
+            budget[0] -= 1
+            frozen.append((k, _freeze(v, depth - 1, budget)))
+        return (t, tuple(frozen))
+    raise _TooBig
+
+
+def _frozen(value: Any) -> Any:
+    """A hashable copy of a small list, tuple or dict of `_simple` values (nested up to 4 deep): two values get
+    equal copies only when they encode alike (types at every level and order kept), so an entry or template
+    keyed on it is safe. None when the value is bigger or holds anything else."""
+    try:
+        return _freeze(value, _FREEZE_DEPTH, [_FREEZE_ITEMS])
+    except _TooBig:
+        return None
+
+
+def _frozen_items(metadata: Any) -> tuple[tuple[str, Any], ...] | None:
+    """`_frozen` of a whole metadata mapping's items (each value within the limits of `_frozen`), or None."""
+    try:
+        return tuple([(key, _freeze(value, _FREEZE_DEPTH, [_FREEZE_ITEMS])) for key, value in metadata.items()])
+    except _TooBig:
+        return None
+
+
+def metadata_entry(key: str, value: Any) -> Entry:
+    """The baggage member and span attribute of one metadata item (cached for small values, containers of
+    small values included)."""
+    if _simple(value):
+        cache_key: tuple[Any, ...] | None = (key, type(value), value)
+    else:
+        frozen = _frozen(value)
+        cache_key = None if frozen is None else (key, frozen)
+    if cache_key is not None:
         entry = _cache.get(cache_key)
         if entry is None:
             entry = _compute(key, value)
@@ -131,7 +184,8 @@ def _build_template(name: str, metadata: Any) -> Template:
 
 def template(name: str, metadata: Any) -> Template:
     """The `Template` of sessions named `name` with `metadata` (their merged metadata), cached when every
-    value is a small scalar: the thousandth session with ``task="eval", arm="a"`` costs one dict lookup."""
+    value is a small scalar or a small container of them: the thousandth session with ``task="eval", arm="a"``
+    costs one dict lookup."""
     try:
         key: tuple[Any, ...] | None = (name, tuple(metadata.items()), tuple(map(type, metadata.values())))
         found = _templates.get(key)  # type: ignore[arg-type]
@@ -139,8 +193,14 @@ def template(name: str, metadata: Any) -> Template:
         key = found = None
     if found is not None:
         return found
+    if key is None or not all(map(_simple, metadata.values())):
+        frozen = _frozen_items(metadata)
+        key = None if frozen is None else (name, frozen)  # two items: never equal to a three-item key above
+        found = None if key is None else _templates.get(key)
+        if found is not None:
+            return found
     built = _build_template(name, metadata)
-    if key is not None and all(map(_simple, metadata.values())):
+    if key is not None:
         with _lock:
             if len(_templates) >= _CACHE_MAX:
                 _templates.clear()
