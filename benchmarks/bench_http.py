@@ -5,6 +5,8 @@
   between them, every request carrying the same session baggage header (10 metadata members). Same process,
   loop and connection for both, so the only difference is the middleware. Figure = median latency through the
   middleware; floor = median of the plain route, interleaved in the same run.
+- With OpenTelemetry set up in the server (SDK, no exporter), the middleware opens an `OTelSession` per request,
+  whose span records: reported against the bare app and against OpenTelemetry's own ASGI middleware.
 - Injection: `inject()` of the current 10-member session into a fresh headers dict, per call.
 """
 
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 import gc
 import http.client
+import importlib
 import os
 import socket
 import statistics
@@ -44,6 +47,11 @@ import uvicorn
 from session_core import InMemoryStorage
 from session_http import SessionMiddleware
 
+if sys.argv[1:] == ["otel"]:  # OpenTelemetry set up (SDK, no exporter): the middleware opens OTelSessions
+    from session_otel import init_otel_distributed_tracing
+
+    init_otel_distributed_tracing("bench-http")
+
 async def app(scope, receive, send):
     await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"2")]})
     await send({"type": "http.response.body", "body": b"ok"})
@@ -61,6 +69,13 @@ try:  # a typical framework app too, when Starlette is installed
     starlette_app = Starlette(routes=[Route("/starlette/plain", ok), Route("/starlette/session", ok)])
     table["/starlette/plain"] = starlette_app
     table["/starlette/session"] = SessionMiddleware(starlette_app, storage=InMemoryStorage())
+except ImportError:
+    pass
+try:  # OpenTelemetry's own ASGI instrumentation: what a server span per request costs by itself
+    from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
+
+    table["/otel/plain"] = app
+    table["/otel/session"] = OpenTelemetryMiddleware(app)
 except ImportError:
     pass
 
@@ -95,51 +110,67 @@ def _connect(port: int) -> http.client.HTTPConnection:
     return conn
 
 
+class _Server:
+    """The bench server in a subprocess (``otel``: with OpenTelemetry set up) and one keep-alive client."""
+
+    def __init__(self, *args: str) -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, "-c", _SERVER, *args], stdout=subprocess.PIPE, text=True, env=os.environ
+        )
+        try:
+            assert self.process.stdout is not None
+            self.conn = _connect(int(self.process.stdout.readline()))
+        except BaseException:
+            self.close()
+            raise
+
+    def hit(self, path: str, headers: dict[str, str]) -> float:
+        start = time.perf_counter()
+        self.conn.request("GET", path, headers=headers)
+        response = self.conn.getresponse()
+        body = response.read()
+        elapsed = time.perf_counter() - start
+        if response.status != 200 or body != b"ok":
+            raise RuntimeError(f"{path} answered {response.status}: {body[:200]!r}")
+        return elapsed
+
+    def compare(self, headers: dict[str, str], prefix: str, quick: bool) -> tuple[float, float]:
+        """Median microseconds of ``<prefix>/session`` and of ``<prefix>/plain``, requests interleaved."""
+        plain, session = prefix + "/plain", prefix + "/session"
+        for _ in range(100 if quick else 1000):  # warm up: keep-alive, caches, the decoded-header cache
+            self.hit(plain, headers)
+            self.hit(session, headers)
+        times: dict[str, list[float]] = {plain: [], session: []}
+        gc.collect()
+        gc.disable()
+        try:
+            for i in range(300 if quick else 8000):
+                for path in (plain, session) if i % 2 == 0 else (session, plain):
+                    times[path].append(self.hit(path, headers))
+        finally:
+            gc.enable()
+        return statistics.median(times[session]) * 1e6, statistics.median(times[plain]) * 1e6
+
+    def close(self) -> None:
+        if getattr(self, "conn", None) is not None:
+            self.conn.close()
+        self.process.terminate()
+        self.process.wait(10)
+
+
 def _latency(quick: bool) -> list[Result]:
-    rounds = 300 if quick else 8000
     with ContextVarSession("bench-http", **METADATA) as session:
         header = encode_baggage(session.to_context())
-    server = subprocess.Popen([sys.executable, "-c", _SERVER], stdout=subprocess.PIPE, text=True, env=os.environ)
+    server = _Server()
     try:
-        assert server.stdout is not None
-        conn = _connect(int(server.stdout.readline()))
-
-        def hit(path: str, headers: dict[str, str]) -> float:
-            start = time.perf_counter()
-            conn.request("GET", path, headers=headers)
-            response = conn.getresponse()
-            body = response.read()
-            elapsed = time.perf_counter() - start
-            if response.status != 200 or body != b"ok":
-                raise RuntimeError(f"{path} answered {response.status}: {body[:200]!r}")
-            return elapsed
-
-        def compare(headers: dict[str, str], prefix: str = "") -> tuple[float, float]:
-            plain, session = prefix + "/plain", prefix + "/session"
-            for _ in range(100 if quick else 1000):  # warm up: keep-alive, caches, the decoded-header cache
-                hit(plain, headers)
-                hit(session, headers)
-            times: dict[str, list[float]] = {plain: [], session: []}
-            gc.collect()
-            gc.disable()
-            try:
-                for i in range(rounds):
-                    for path in (plain, session) if i % 2 == 0 else (session, plain):
-                        times[path].append(hit(path, headers))
-            finally:
-                gc.enable()
-            return statistics.median(times[session]) * 1e6, statistics.median(times[plain]) * 1e6
-
-        with_session, floor = compare({"baggage": header})
-        no_session, floor_bare = compare({"baggage": "userId=alice"})
+        with_session, floor = server.compare({"baggage": header}, "", quick)
+        no_session, floor_bare = server.compare({"baggage": "userId=alice"}, "", quick)
         try:
-            framework: tuple[float, float] | None = compare({"baggage": header}, "/starlette")
+            framework: tuple[float, float] | None = server.compare({"baggage": header}, "/starlette", quick)
         except RuntimeError:  # Starlette is not installed in the server: no such route
             framework = None
-        conn.close()
     finally:
-        server.terminate()
-        server.wait(10)
+        server.close()
     results = [
         Result(
             AREA,
@@ -175,7 +206,46 @@ def _latency(quick: bool) -> list[Result]:
                 framework[0] <= 1.03 * framework[1],
             )
         )
-    return results
+    return results + _latency_otel(header, quick)
+
+
+def _latency_otel(header: str, quick: bool) -> list[Result]:
+    """A server where OpenTelemetry is set up: each request with session baggage gets an OTelSession (its span
+    recording, no exporter). Reported against the bare app and against OpenTelemetry's own ASGI middleware,
+    which also starts a recording span per request."""
+    try:
+        for module in ("session_otel", "opentelemetry.sdk", "opentelemetry.instrumentation.asgi"):
+            importlib.import_module(module)
+    except ImportError:
+        return []
+    server = _Server("otel")
+    try:
+        ours, bare = server.compare({"baggage": header}, "", quick)
+        theirs, bare_again = server.compare({"baggage": header}, "/otel", quick)
+    finally:
+        server.close()
+    return [
+        Result(
+            AREA,
+            "uvicorn request through SessionMiddleware with OpenTelemetry set up: an OTelSession per request (median)",
+            ours,
+            "us",
+            "same app without the middleware",
+            bare,
+            "reported",
+            True,
+        ),
+        Result(
+            AREA,
+            "the same, against OpenTelemetry's own ASGI middleware (a server span per request)",
+            ours,
+            "us",
+            f"OpenTelemetryMiddleware around the same app ({theirs / bare_again:.2f}x the bare app)",
+            theirs,
+            "reported",
+            True,
+        ),
+    ]
 
 
 def _inject(quick: bool) -> list[Result]:

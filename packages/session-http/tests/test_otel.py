@@ -12,6 +12,7 @@ import importlib.util
 import json
 import subprocess
 import sys
+import time
 from typing import Any
 
 import pytest
@@ -94,6 +95,47 @@ def test_without_a_traceparent_an_otel_set_up_server_starts_a_trace_in_its_sessi
     assert info["chain"][:-1] == root.uid_chain and info["metadata"] == {"k": 1}
     if HAVE_SESSION_OTEL:
         assert info["trace_id"] not in ("0" * 32, TRACE_ID)  # the session's own span: a trace of its own
+
+
+def test_otel_sessions_of_one_caller_get_their_own_metadata_every_request(serve_asgi, fetch_json, exporter):
+    """The decoded header is cached and handed to the OTel backend without validating it again: each request's
+    session still owns its nested values (a handler changing them changes nothing for the next request), with
+    every type intact, the caller's trace continued, and its span carrying the metadata."""
+
+    async def mutating(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        from opentelemetry import trace
+
+        session = get_current_session()
+        merged = session.merged_metadata()
+        seen = {
+            "session": type(session).__name__,
+            "metadata": json.loads(json.dumps(merged)),
+            "trace_id": format(trace.get_current_span().get_span_context().trace_id, "032x"),
+        }
+        merged["tags"].append("mutated")
+        merged["run"]["attempt"] += 1
+        scope["state"]["session_metadata"]["tags"].append("mutated-too")
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": json.dumps(seen).encode()})
+
+    server = serve_asgi(SessionMiddleware(mutating))
+    meta = {"tags": ["a"], "run": {"attempt": 1}, "temperature": 0.5, "n": 1, "ok": True}
+    with ContextVarSession("own-copy", **meta):
+        headers = inject({"traceparent": TRACEPARENT})
+    exporter.clear()
+    answers = [fetch_json(server.url + "/", headers)[1] for _ in range(3)]
+    kind = "OTelSession" if HAVE_SESSION_OTEL else "ContextVarSession"
+    assert [a["session"] for a in answers] == [kind] * 3
+    assert [a["metadata"] for a in answers] == [meta] * 3
+    if HAVE_SESSION_OTEL:
+        assert [a["trace_id"] for a in answers] == [TRACE_ID] * 3
+        deadline = time.monotonic() + 30  # a session span ends after its response went out
+        while len(spans := [s for s in exporter.get_finished_spans() if s.name == "session:own-copy"]) < 3:
+            assert time.monotonic() < deadline, f"{len(spans)} of 3 session spans ended"
+            time.sleep(0.01)
+        assert len(spans) == 3
+        assert all(s.attributes["session.metadata.tags"] == ("a",) for s in spans)
+        assert all(s.attributes["session.metadata.temperature"] == 0.5 for s in spans)
 
 
 _NOT_SET_UP = """

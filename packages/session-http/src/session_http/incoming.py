@@ -17,6 +17,7 @@ from collections.abc import Callable
 from typing import Any, NamedTuple
 
 from session_core import (
+    BaseSession,
     ContextVarSession,
     InvalidSessionContext,
     context_from_routing_metadata,
@@ -310,14 +311,26 @@ class Incoming:
         if self.session_factory is not None:
             own = {**ctx, "uid_chain": list(ctx["uid_chain"]), "metadata": dict(ctx["metadata"])}
             session = self.session_factory(own, self.storage)
+        elif otel:
+            session = self._otel_session(ctx)
         elif "backend" in ctx:
-            session = restore_session(ctx, storage=self.storage)  # e.g. an OTelSession, when installed
+            session = restore_session(ctx, storage=self.storage)
         else:
             session, metadata = known.open(self.storage)
             return Resolution(session, metadata, slug, None)
         merged = getattr(session, "merged_metadata", None)
         metadata = merged() if callable(merged) else dict(ctx["metadata"])
         return Resolution(session, metadata, slug, None)
+
+    def _otel_session(self, ctx: dict[str, Any]) -> Any:
+        """The OTel backend's session continuing `ctx`, validated once already (when the header was first decoded;
+        `_for_otel` checked the trace headers it added): `restore_session` would validate it again on every
+        request, which for metadata holding floats, lists or dicts is most of the cost."""
+        backend = self._otel_backend()
+        from_valid = getattr(backend, "_from_valid_context", None)
+        if from_valid is None or not (isinstance(backend, type) and issubclass(backend, BaseSession)):
+            return restore_session(ctx, storage=self.storage)
+        return from_valid(ctx, self.storage)
 
     @staticmethod
     def _for_otel(ctx: dict[str, Any], traceparent: str | None, tracestate: str | None) -> dict[str, Any]:
