@@ -274,8 +274,8 @@ class Incoming:
             if META_SEGMENT in path:
                 slug = find_path_slug(path)
             if baggage is not None and has_session_members(baggage):
-                found = self._from_baggage(baggage)
-            elif slug is not None:
+                found = self._from_baggage(baggage)  # None: only text like "app.session.id", no context
+            if found is None and slug is not None:
                 source = "path slug"
                 if slug.error is not None:
                     problem = slug.error
