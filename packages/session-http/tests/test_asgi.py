@@ -166,6 +166,21 @@ def test_baggage_wins_over_the_slug(serve_asgi, probe_apps, fetch_json):
     assert info["session"]["uid_chain"][:-1] == baggage_session.uid_chain != slug_session.uid_chain
 
 
+@pytest.mark.parametrize("baggage", ["app.session.id=abc", "userId=7,page=session.html", "ai.session%2Eid=1"])
+def test_baggage_without_session_members_leaves_the_slug_in_charge(serve_asgi, probe_apps, fetch_json, baggage):
+    """Another vendor's baggage whose text merely contains ``session.`` (a key such as ``app.session.id``, a
+    value) holds no context: the slug's session is used, not dropped while its segment is stripped."""
+    storage = InMemoryStorage()
+    server = serve_asgi(SessionMiddleware(probe_apps[0], storage=storage))
+    with ContextVarSession("slug-with-baggage", storage=storage, arm="c") as root:
+        base = build_proxied_base_url(server.url + "/v1", assemble_routing_metadata())
+    status, info = fetch_json(base + "/models/record", {"baggage": baggage})
+    assert status == 200 and info["path"] == "/v1/models/record"
+    assert info["metadata"] == {"arm": "c"}
+    assert info["session"] is not None and info["session"]["uid_chain"][:-1] == root.uid_chain
+    assert [t.input for t in root.llm_calls] == ["/v1/models/record"]
+
+
 def test_slug_without_a_session_exposes_its_metadata_only(serve_asgi, probe_apps, fetch_json):
     server = serve_asgi(SessionMiddleware(probe_apps[0]))
     base = build_proxied_base_url(server.url + "/v1", {"team": "search", "budget": 12})

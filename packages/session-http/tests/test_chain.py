@@ -206,3 +206,34 @@ def test_metadata_too_big_for_a_header_travels_by_reference(serve_asgi, tmp_path
     finally:
         server_storage.close()
         client_storage.close()
+
+
+def test_metadata_by_reference_is_read_afresh_when_the_sender_changes_it(serve_asgi, tmp_path, fetch_json):
+    """A by-reference header stays byte-identical while the sender changes its metadata (the stored context
+    changes, not the header): the server must not serve the first request's metadata from its header cache."""
+    sql = pytest.importorskip("session_storage_sql")
+    path = tmp_path / "ref.db"
+    server_storage, client_storage = sql.SqliteSessionStorage(path), sql.SqliteSessionStorage(path)
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        from session_core import get_current_metadata
+
+        record_trace(name="step")
+        exposed = scope["state"]["session_metadata"]["step"]
+        body = json.dumps({"exposed": exposed, "seen": get_current_metadata()["step"]})
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": body.encode()})
+
+    server = serve_asgi(SessionMiddleware(app, storage=server_storage))
+    try:
+        with ContextVarSession("big", storage=client_storage, blob="x" * 9000, step=1) as root:
+            first = inject()
+            assert fetch_json(server.url + "/", first) == (200, {"exposed": 1, "seen": 1})
+            root.metadata["step"] = 2
+            second = inject()
+            assert second == first  # same header: the new metadata is in the storage only
+            assert fetch_json(server.url + "/", second) == (200, {"exposed": 2, "seen": 2})
+        assert [t.metadata["step"] for t in root.llm_calls] == [1, 2]
+    finally:
+        server_storage.close()
+        client_storage.close()

@@ -143,6 +143,30 @@ def test_requests_one_session_only(echo_port):
         instrument_requests(object())
 
 
+def test_uninstrumenting_one_client_stops_it_while_every_client_is_instrumented(echo_port):
+    """``uninstrument_*(client)`` stops that client propagating even when every client is instrumented: it
+    used to drop only the client's own configuration, so the global one kept sending its session."""
+    requests = pytest.importorskip("requests")
+    httpx = pytest.importorskip("httpx")
+    url = f"http://127.0.0.1:{echo_port}/"
+    instrument_requests()
+    instrument_httpx()
+    with requests.Session() as mine, requests.Session() as other, httpx.Client() as client, httpx.Client() as peer:
+        with ContextVarSession("switched-off"):
+            uninstrument_requests(mine)
+            uninstrument_httpx(client)
+            assert mine.get(url).json() == {"baggage": None}
+            assert client.get(url).json() == {"baggage": None}
+            assert _has_session(other.get(url).json()) and _has_session(peer.get(url).json())
+            instrument_requests(mine)  # on again, with a configuration of its own
+            instrument_httpx(client)
+            assert _has_session(mine.get(url).json()) and _has_session(client.get(url).json())
+            uninstrument_requests(mine)
+            uninstrument_requests()  # everything off, and then on again: the client follows the global setting
+            instrument_requests()
+            assert _has_session(mine.get(url).json())
+
+
 def test_requests_too_large_context_is_not_sent_but_the_request_is(echo_port, caplog):
     requests = pytest.importorskip("requests")
     caplog.set_level(logging.WARNING)

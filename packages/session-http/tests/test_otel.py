@@ -195,3 +195,30 @@ def test_traceparent_restores_an_otel_session_continuing_the_trace(serve_asgi, f
     assert info["sessions"] == ["OTelSession"]
     assert info["chain"][:-1] == root.uid_chain and info["metadata"] == {"k": "v"}
     assert info["trace_id"] == TRACE_ID  # the session's span continues the caller's trace
+
+
+@pytest.mark.skipif(not HAVE_SESSION_OTEL, reason="session-otel is not installed here (no dependency of this package)")
+def test_behind_otel_server_instrumentation_the_session_span_is_a_child_of_the_server_span(
+    serve_asgi, fetch_json, exporter
+):
+    """OpenTelemetry's ASGI middleware in front: the request's session span (and the work inside it) goes under
+    the server span, which continues the caller's trace; not beside it, as a second child of the caller's span."""
+    from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
+    from opentelemetry.trace import SpanKind
+
+    app = OpenTelemetryMiddleware(SessionMiddleware(inspect_app, storage=InMemoryStorage()))
+    server = serve_asgi(app)
+    exporter.clear()
+    with ContextVarSession("under-server") as root:
+        status, _ = fetch_json(server.url + "/x", inject({"traceparent": TRACEPARENT}))
+    assert status == 200
+    deadline = time.monotonic() + 30  # both spans end just after the response went out
+    while not any(s.kind is SpanKind.SERVER for s in exporter.get_finished_spans()) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    finished = exporter.get_finished_spans()
+    (session_span,) = [s for s in finished if s.name == "session:under-server"]
+    (server_span,) = [s for s in finished if s.kind is SpanKind.SERVER]
+    assert server_span.parent.span_id == int(TRACEPARENT.split("-")[2], 16)  # the caller's span
+    assert session_span.parent.span_id == server_span.context.span_id
+    assert session_span.context.trace_id == int(TRACE_ID, 16)
+    assert session_span.attributes["session.uid_chain"][:-1] == tuple(root.uid_chain)

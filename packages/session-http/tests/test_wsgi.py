@@ -97,6 +97,34 @@ def test_session_exits_when_the_app_raises():
     assert not seen[0].is_active  # left the stack on the way out
 
 
+def test_an_exception_raised_while_streaming_the_body_reaches_the_session(serve_wsgi, fetch_json):
+    """The app returned a lazy body that raises: the session exits with that exception (an `OTelSession` marks its
+    span as failed), as it does when the app itself raises, not as if the request had succeeded."""
+    exits: list[Any] = []
+
+    class Recording(ContextVarSession):
+        def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+            exits.append(exc)
+            super().__exit__(exc_type, exc, tb)
+
+    def app(environ: dict[str, Any], start_response: Any) -> Any:
+        def body():  # type: ignore[no-untyped-def]
+            start_response("200 OK", [("Content-Type", "text/plain")])
+            raise RuntimeError("failed while streaming")
+            yield b""
+
+        return body()
+
+    def factory(ctx: dict[str, Any], storage: Any) -> Recording:
+        return Recording.from_context(ctx, storage=storage)
+
+    server = serve_wsgi(SessionWSGIMiddleware(app, session_factory=factory), kind="wsgiref")
+    with ContextVarSession("streaming-error"):
+        status, _ = fetch_json(server.url + "/", inject())
+    assert status == 500
+    assert len(exits) == 1 and isinstance(exits[0], RuntimeError) and str(exits[0]) == "failed while streaming"
+
+
 @pytest.mark.parametrize("strict", [False, True])
 def test_bad_baggage_under_wsgi(serve_wsgi, probe_apps, fetch_json, caplog, strict):
     caplog.set_level(logging.WARNING)

@@ -248,6 +248,28 @@ def test_from_otel_context_continues_the_chain_the_trace_and_the_metadata(spans)
     assert worker_span.attributes["session.uid_chain"] == (sender.uid, worker.uid)
 
 
+def test_restored_inside_the_servers_span_of_the_same_trace_the_session_span_goes_under_it(spans):
+    """A server whose OpenTelemetry instrumentation extracted the caller's ``traceparent`` has its server span
+    current (a child of the caller's span): a session restored from the caller's context there is a child of
+    that server span, not its sibling (which left the server span without children and the request's work
+    hanging off the caller's span)."""
+    with OTelSession("caller", storage=InMemoryStorage()) as caller:
+        ctx = json.loads(json.dumps(caller.to_otel_context()))
+    tracer = trace.get_tracer("server-instrumentation")
+    extracted = propagate.extract({"traceparent": ctx["otel"]["traceparent"]})
+    with tracer.start_as_current_span("GET /", context=extracted, kind=trace.SpanKind.SERVER) as server:
+        with OTelSession.from_otel_context(ctx, storage=InMemoryStorage()) as worker:
+            pass
+    worker_span = next(x for x in _session_spans(spans) if x.context.span_id == int(worker.span_id, 16))
+    assert worker_span.context.trace_id == int(caller.trace_id, 16)
+    assert worker_span.parent.span_id == server.get_span_context().span_id
+    # with no span of that trace current (another process, a thread), the sender's span is the parent
+    with OTelSession.from_otel_context(ctx, storage=InMemoryStorage()) as elsewhere:
+        pass
+    elsewhere_span = next(x for x in _session_spans(spans) if x.context.span_id == int(elsewhere.span_id, 16))
+    assert elsewhere_span.parent.span_id == int(caller.span_id, 16)
+
+
 def test_restore_session_and_bind_session_pick_otel_session_through_the_entry_point():
     storage = InMemoryStorage()
     with OTelSession("bound", storage=storage, k=1) as parent:

@@ -109,6 +109,6 @@ def uninstrument_httpx(client: Any = None) -> None:
 
 def is_instrumented(client: Any = None) -> bool:
     """Whether requests sent by `client` (None: by clients without their own configuration) propagate."""
-    if client is not None and _CONFIGS.has_own(client):
-        return True
+    if client is not None:
+        return bool(_State.wrapped) and _CONFIGS.lookup(client) is not None
     return bool(_State.wrapped) and _CONFIGS.global_config is not None

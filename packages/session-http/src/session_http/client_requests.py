@@ -94,6 +94,6 @@ def uninstrument_requests(session: Any = None) -> None:
 
 def is_instrumented(session: Any = None) -> bool:
     """Whether requests sent by `session` (None: by sessions without their own configuration) propagate."""
-    if session is not None and _CONFIGS.has_own(session):
-        return True
+    if session is not None:
+        return _State.wrapper is not None and _CONFIGS.lookup(session) is not None
     return _State.wrapper is not None and _CONFIGS.global_config is not None

@@ -4,7 +4,8 @@ The caller's context comes from the ``baggage`` header, else from a ``/meta/<slu
 wins when both are present). Anything wrong with it (malformed, oversized, bad slug, unsigned or forged when a
 signing key is configured) is refused: the request runs without a session and one warning names the problem,
 or, with ``strict=True``, the middleware answers 400. Decoded baggage is cached by header value, so a client
-that keeps sending one session's header pays the decoding once.
+that keeps sending one session's header pays the decoding once (except a context whose metadata travels by
+reference: the storage holds it, and it changes while the header stays the same).
 """
 
 from __future__ import annotations
@@ -51,6 +52,13 @@ def has_session_members(raw: bytes | str) -> bool:
     if isinstance(raw, bytes):
         return b"session." in raw or (b"%" in raw and b"session%2e" in raw.lower())
     return "session." in raw or ("%" in raw and "session%2e" in raw.lower())
+
+
+def _by_reference(raw: bytes | str) -> bool:
+    """Whether a baggage header sends its metadata by reference (``session.ref``), to be looked up per request."""
+    if isinstance(raw, bytes):
+        return b"session.ref" in raw or (b"%" in raw and b"session%2eref" in raw.lower())
+    return "session.ref" in raw or ("%" in raw and "session%2eref" in raw.lower())
 
 
 def _text(raw: bytes | str | None) -> str | None:
@@ -177,6 +185,8 @@ class Incoming:
         if decoded is None:
             return None
         known = _Known(validate_context(decoded))
+        if _by_reference(raw):  # its metadata lives in the storage and changes under an unchanged header
+            return known
         with self._lock:
             if len(self.known) >= _CACHE_SIZE:
                 self.known.pop(next(iter(self.known)), None)
@@ -265,8 +275,8 @@ class Incoming:
             if META_SEGMENT in path:
                 slug = find_path_slug(path)
             if baggage is not None and has_session_members(baggage):
-                found = self._from_baggage(baggage)
-            elif slug is not None:
+                found = self._from_baggage(baggage)  # None: only text like "app.session.id", no context
+            if found is None and slug is not None:
                 source = "path slug"
                 if slug.error is not None:
                     problem = slug.error

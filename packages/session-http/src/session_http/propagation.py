@@ -244,10 +244,12 @@ class ClientConfigs:
     """Which clients of one instrumented library send the session, and how: per client, else globally.
 
     The configuration lives in the client's ``__dict__`` (no registry keeping clients alive) and the wrapped
-    send method looks it up per call, so switching off never needs unwrapping.
+    send method looks it up per call, so switching off never needs unwrapping. A client switched off on its own
+    holds `OFF` there, so that it stays off while every other client is instrumented.
     """
 
     ATTR = "_session_http_config"
+    OFF: Any = object()
 
     def __init__(self) -> None:
         self.global_config: OutgoingConfig | None = None
@@ -255,8 +257,10 @@ class ClientConfigs:
 
     def lookup(self, client: Any) -> OutgoingConfig | None:
         """The configuration `client` sends with, or None (not instrumented)."""
-        config: OutgoingConfig | None = client.__dict__.get(self.ATTR) or self.global_config
-        return config
+        config: OutgoingConfig | None = client.__dict__.get(self.ATTR)
+        if config is None:
+            return self.global_config
+        return None if config is self.OFF else config
 
     def configure(self, client: Any, config: OutgoingConfig) -> None:
         """Make `client` (None: every client) send with `config`."""
@@ -269,8 +273,8 @@ class ClientConfigs:
     def clear(self, client: Any) -> bool:
         """Switch `client` off (None: every client); True when every client was switched off."""
         if client is not None:
-            client.__dict__.pop(self.ATTR, None)
-            self._instances.discard(client)
+            client.__dict__[self.ATTR] = self.OFF  # off even while every client is instrumented
+            self._instances.add(client)
             return False
         self.global_config = None
         for instance in list(self._instances):
@@ -279,4 +283,5 @@ class ClientConfigs:
         return True
 
     def has_own(self, client: Any) -> bool:
-        return self.ATTR in getattr(client, "__dict__", {})
+        """Whether `client` has a configuration of its own (not merely switched off on its own)."""
+        return getattr(client, "__dict__", {}).get(self.ATTR, self.OFF) is not self.OFF

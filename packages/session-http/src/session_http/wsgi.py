@@ -93,9 +93,13 @@ def _enter_and_call(session: Any, app: WSGIApp, environ: Environ, start_response
 
 
 class _SessionBody:
-    """The application's response iterable, iterated and closed inside the request's session context."""
+    """The application's response iterable, iterated and closed inside the request's session context.
 
-    __slots__ = ("_closed", "_context", "_iterator", "_result", "_session")
+    An exception raised while producing the body is what the session exits with (an `OTelSession` records it on
+    its span), as when the application itself raises.
+    """
+
+    __slots__ = ("_closed", "_context", "_error", "_iterator", "_result", "_session")
 
     def __init__(self, result: Iterable[bytes], context: contextvars.Context, session: Any) -> None:
         self._result = result
@@ -103,15 +107,22 @@ class _SessionBody:
         self._session = session
         self._iterator: Iterator[bytes] | None = None
         self._closed = False
+        self._error: BaseException | None = None
 
     def __iter__(self) -> Iterator[bytes]:
         return self
 
     def __next__(self) -> bytes:
-        iterator = self._iterator
-        if iterator is None:
-            iterator = self._iterator = self._context.run(iter, self._result)
-        return self._context.run(next, iterator)
+        try:
+            iterator = self._iterator
+            if iterator is None:
+                iterator = self._iterator = self._context.run(iter, self._result)
+            return self._context.run(next, iterator)
+        except StopIteration:
+            raise
+        except BaseException as exc:
+            self._error = exc
+            raise
 
     def close(self) -> None:
         if self._closed:
@@ -120,9 +131,16 @@ class _SessionBody:
         self._context.run(self._close)
 
     def _close(self) -> None:
+        error, self._error = self._error, None  # no reference cycle through the traceback outlives the request
         try:
             close = getattr(self._result, "close", None)
             if close is not None:
                 close()
+        except BaseException as exc:
+            error = exc
+            raise
         finally:
-            self._session.__exit__(None, None, None)
+            if error is None:
+                self._session.__exit__(None, None, None)
+            else:
+                self._session.__exit__(type(error), error, error.__traceback__)

@@ -80,6 +80,15 @@ def _noop_span(parent: object) -> Span:
     return INVALID_SPAN
 
 
+def _in_trace_of(current: object, remote: Span) -> bool:
+    """Whether `current` is a valid span in `remote`'s trace, e.g. the server span OpenTelemetry's instrumentation
+    started for the request that carried the context: a restored session's span then goes under it, not beside it."""
+    if not isinstance(current, Span):
+        return False
+    ctx = current.get_span_context()
+    return ctx.is_valid and ctx.trace_id == remote.get_span_context().trace_id
+
+
 def _auto_init() -> None:
     from session_otel.tracing import auto_init
 
@@ -172,7 +181,8 @@ class OTelSession(BaseSession):
     ) -> _S:
         """A not-yet-entered child session continuing `ctx` (from `to_otel_context`, or any session's
         `to_context()`): same uid chain and merged metadata and, when `ctx` has a traceparent, the same trace
-        with this session's span a child of the sender's. Raises `InvalidSessionContext` when malformed."""
+        with this session's span a child of the sender's (or of the span current at entry when that one is in
+        the same trace, e.g. a server span). Raises `InvalidSessionContext` when malformed."""
         session = cls.from_context(ctx, storage)
         if tracer is not None:
             session._tracer = tracer
@@ -216,9 +226,9 @@ class OTelSession(BaseSession):
         else:
             new_bag = items  # shared, never mutated: OTel copies baggage before changing it
         remote = self._remote_span
-        if remote is None:
+        here = cur.get(SPAN_KEY)
+        if remote is None or _in_trace_of(here, remote):
             parent_ctx = cur
-            here = cur.get(SPAN_KEY)
         else:  # a restored context: the session span is a child of the sender's
             parent_ctx = Context(cur, **{SPAN_KEY: remote})
             here = remote
