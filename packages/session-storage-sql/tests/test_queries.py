@@ -161,3 +161,16 @@ def test_oversized_metadata_travels_by_reference_through_baggage(storage: Any) -
     restored = decode_baggage(header, storage=storage, strict=True)
     assert restored is not None
     assert restored["metadata"] == big and restored["uid_chain"] == s.uid_chain
+
+
+def test_non_finite_metadata_neither_costs_the_trace_nor_breaks_metadata_queries(storage: Any) -> None:
+    """NaN and infinities are not JSON: the session's row stores them as JSON's names for them (strings), so
+    PostgreSQL accepts the row and SQLite's JSON functions can still read every row."""
+    with ContextVarSession("scored", storage=storage, reward=float("nan"), bound=float("-inf"), ok=1) as s:
+        record_trace(name="kept")
+    assert [t.name for t in storage.get_traces(s.uid)] == ["kept"]
+    trace_meta = storage.get_traces(s.uid)[0].metadata
+    assert trace_meta["reward"] != trace_meta["reward"] and trace_meta["bound"] == float("-inf")  # the trace: as is
+    assert storage.get_session(s.uid).metadata == {"reward": "NaN", "bound": "-Infinity", "ok": 1}
+    assert [r.uid for r in storage.list_sessions(metadata={"ok": 1})] == [s.uid]
+    assert [r.uid for r in storage.list_sessions(metadata={"reward": "NaN"})] == [s.uid]

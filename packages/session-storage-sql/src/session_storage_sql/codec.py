@@ -12,13 +12,14 @@ import datetime
 import gc
 import json
 import logging
+import math
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
 from session_core import Trace
 
-__all__ = ["decode_trace", "decode_traces", "encode_trace", "gc_paused", "to_json"]
+__all__ = ["column_json", "decode_trace", "decode_traces", "encode_trace", "gc_paused", "to_json"]
 
 logger = logging.getLogger(__name__)
 
@@ -57,6 +58,31 @@ _loads = json.loads
 def to_json(value: Any) -> str:
     """Compact JSON of any value, converting what JSON cannot represent (see the module docstring)."""
     return _dumps(value)
+
+
+_strict_dumps = json.JSONEncoder(separators=(",", ":"), default=_fallback, allow_nan=False).encode
+_NON_FINITE = {math.inf: "Infinity", -math.inf: "-Infinity"}
+
+
+def column_json(value: Any) -> str:
+    """JSON for a JSON column (a session's metadata): strict JSON, which PostgreSQL's ``jsonb`` and SQLite's
+    JSON functions accept. NaN and the infinities, which `to_json` writes as bare ``NaN`` / ``Infinity`` (not
+    JSON), are stored as the strings ``"NaN"``, ``"Infinity"`` and ``"-Infinity"``."""
+    try:
+        return _strict_dumps(value)
+    except ValueError:  # a non-finite float somewhere
+        return _strict_dumps(_finite(value))
+
+
+def _finite(value: Any) -> Any:
+    """`value` with NaN and infinities replaced by their JSON names, as strings."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else _NON_FINITE.get(value, "NaN")
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
 
 
 def encode_trace(trace: Trace) -> str:

@@ -22,7 +22,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.sql.elements import ColumnElement
 
 from session_core import StorageError, Trace, get_active_sessions, make_context, validate_context
-from session_storage_sql.codec import decode_traces, encode_trace, gc_paused, to_json
+from session_storage_sql.codec import column_json, decode_traces, encode_trace, gc_paused, to_json
 from session_storage_sql.engine import (
     BEGIN_OPTION,
     configure_sqlite_engine,
@@ -396,7 +396,7 @@ class SqlSessionStorage:
                     (trace.trace_id, seq + offset, innermost, trace.session_name, timestamp, encode_trace(trace))
                 )
             sessions = self._session_rows(chain, session_name, now=now)
-            session_rows = [(*row[:5], None if row[5] is None else to_json(row[5]), *row[6:]) for row in sessions]
+            session_rows = [(*row[:5], None if row[5] is None else column_json(row[5]), *row[6:]) for row in sessions]
             self._run_raw(
                 "add_traces" if len(batch) > 1 else "add_trace",
                 functools.partial(_write_traces, chain=chain, trace_rows=trace_rows, session_rows=session_rows),
