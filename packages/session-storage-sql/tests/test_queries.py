@@ -174,3 +174,31 @@ def test_non_finite_metadata_neither_costs_the_trace_nor_breaks_metadata_queries
     assert storage.get_session(s.uid).metadata == {"reward": "NaN", "bound": "-Infinity", "ok": 1}
     assert [r.uid for r in storage.list_sessions(metadata={"ok": 1})] == [s.uid]
     assert [r.uid for r in storage.list_sessions(metadata={"reward": "NaN"})] == [s.uid]
+
+
+def test_nul_characters_and_lone_surrogates_in_names_and_metadata_cost_no_trace(storage: Any) -> None:
+    """Baggage can carry ``%00`` into a session's name and metadata; PostgreSQL's text and jsonb cannot hold NUL
+    (nor jsonb a lone surrogate), and no database driver encodes a lone surrogate as UTF-8. The traces are kept as
+    they were recorded; the session's row and the query columns hold U+FFFD in their place where they must."""
+    header = "session.v=1,session.name=a%00b,session.uids=caller,session.m.k=%22x%00y%22"
+    ctx = decode_baggage(header)
+    assert ctx is not None and ctx["name"] == "a\x00b"
+    with ContextVarSession.from_context(ctx, storage=storage) as s:
+        record_trace(name="kept")
+    with ContextVarSession("odd\udc80name", storage=storage, path="dir/\udc80.txt") as odd:
+        record_trace(name="kept too")
+    (trace,) = storage.get_traces(s.uid)
+    assert (trace.name, trace.session_name, trace.metadata) == ("kept", "a\x00b", {"k": "x\x00y"})
+    assert [t.name for t in storage.get_traces(s.uid, "a\x00b")] == ["kept"]
+    assert {r.uid for r in storage.list_sessions(name="a\x00b")} == {"caller", s.uid}  # the caller's name too
+    (trace,) = storage.get_traces(odd.uid, "odd\udc80name")
+    assert (trace.session_name, trace.metadata) == ("odd\udc80name", {"path": "dir/\udc80.txt"})
+    assert [r.uid for r in storage.list_sessions(name="odd\udc80name")] == [odd.uid]
+    nul = "\ufffd" if storage.dialect == "postgresql" else "\x00"
+    assert storage.get_session(s.uid).name == f"a{nul}b"
+    assert storage.get_session(s.uid).metadata == {"k": f"x{nul}y"}
+    assert storage.get_session(odd.uid).name == "odd\ufffdname"
+    storage.save_context({**ctx, "uid_chain": ["caller", "saved"], "metadata": {"k": "\x00"}})
+    assert storage.load_context("saved")["metadata"] == {"k": "\x00"}
+    storage.clear(s.uid, "a\x00b")
+    assert storage.get_traces(s.uid) == []

@@ -13,13 +13,23 @@ import gc
 import json
 import logging
 import math
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
 from session_core import Trace
 
-__all__ = ["column_json", "decode_trace", "decode_traces", "encode_trace", "gc_paused", "to_json"]
+__all__ = [
+    "column_json",
+    "decode_trace",
+    "decode_traces",
+    "encode_trace",
+    "gc_paused",
+    "storable_json",
+    "storable_text",
+    "to_json",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -64,14 +74,44 @@ _strict_dumps = json.JSONEncoder(separators=(",", ":"), default=_fallback, allow
 _NON_FINITE = {math.inf: "Infinity", -math.inf: "-Infinity"}
 
 
-def column_json(value: Any) -> str:
+def column_json(value: Any, *, postgresql: bool = False) -> str:
     """JSON for a JSON column (a session's metadata): strict JSON, which PostgreSQL's ``jsonb`` and SQLite's
     JSON functions accept. NaN and the infinities, which `to_json` writes as bare ``NaN`` / ``Infinity`` (not
-    JSON), are stored as the strings ``"NaN"``, ``"Infinity"`` and ``"-Infinity"``."""
+    JSON), are stored as the strings ``"NaN"``, ``"Infinity"`` and ``"-Infinity"``; on PostgreSQL, strings are
+    made `storable_text`."""
     try:
-        return _strict_dumps(value)
+        text = _strict_dumps(value)
     except ValueError:  # a non-finite float somewhere
-        return _strict_dumps(_finite(value))
+        text = _strict_dumps(_finite(value))
+    if postgresql and ("\\u0000" in text or "\\ud" in text):  # NUL, or a surrogate (maybe half of a pair)
+        text = _strict_dumps(storable_json(json.loads(text), postgresql=True))
+    return text
+
+
+_UNSTORABLE = {True: re.compile("[\x00\ud800-\udfff]"), False: re.compile("[\ud800-\udfff]")}
+
+
+def storable_text(text: str | None, *, postgresql: bool) -> str | None:
+    """`text` as a text column holds it: a lone surrogate (no UTF-8 encoding exists) and, on PostgreSQL, NUL
+    (its text and ``jsonb`` refuse it) become U+FFFD. The trace itself keeps the original in its JSON."""
+    if text is None or (text.isascii() and (not postgresql or "\x00" not in text)):
+        return text
+    return _UNSTORABLE[postgresql].sub("\ufffd", text)
+
+
+def storable_json(value: Any, *, postgresql: bool) -> Any:
+    """`value` (a JSON value) with every string and key made `storable_text`."""
+    if isinstance(value, str):
+        return storable_text(value, postgresql=postgresql)
+    if isinstance(value, dict):
+        out = {}
+        for k, v in value.items():
+            key = storable_text(k, postgresql=postgresql) if isinstance(k, str) else k
+            out[key] = storable_json(v, postgresql=postgresql)
+        return out
+    if isinstance(value, (list, tuple)):
+        return [storable_json(v, postgresql=postgresql) for v in value]
+    return value
 
 
 def _finite(value: Any) -> Any:
