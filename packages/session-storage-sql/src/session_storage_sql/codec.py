@@ -2,7 +2,7 @@
 
 Values JSON cannot represent (a pydantic model, a dataclass, a set, bytes, a datetime) are converted rather
 than refused, because refusing would lose the whole trace: dataclasses and models become dicts, sets lists,
-bytes and other objects text.
+bytes and other objects text; so do dict keys JSON cannot have (tuples, objects).
 """
 
 from __future__ import annotations
@@ -67,7 +67,10 @@ _loads = json.loads
 
 def to_json(value: Any) -> str:
     """Compact JSON of any value, converting what JSON cannot represent (see the module docstring)."""
-    return _dumps(value)
+    try:
+        return _dumps(value)
+    except (TypeError, ValueError, RecursionError):  # a key JSON cannot have, a cycle, extreme nesting
+        return _dumps(_plain(value, finite=False))
 
 
 _strict_dumps = json.JSONEncoder(separators=(",", ":"), default=_fallback, allow_nan=False).encode
@@ -81,8 +84,8 @@ def column_json(value: Any, *, postgresql: bool = False) -> str:
     made `storable_text`."""
     try:
         text = _strict_dumps(value)
-    except ValueError:  # a non-finite float somewhere
-        text = _strict_dumps(_finite(value))
+    except (TypeError, ValueError, RecursionError):  # NaN or an infinity, or what `to_json` converts
+        text = _strict_dumps(_plain(value, finite=True))
     if postgresql and ("\\u0000" in text or "\\ud" in text):  # NUL, or a surrogate (maybe half of a pair)
         text = _strict_dumps(storable_json(json.loads(text), postgresql=True))
     return text
@@ -114,15 +117,34 @@ def storable_json(value: Any, *, postgresql: bool) -> Any:
     return value
 
 
-def _finite(value: Any) -> Any:
-    """`value` with NaN and infinities replaced by their JSON names, as strings."""
+_JSON_KEYS = (str, int, float, bool, type(None))
+_MAX_NESTING = 100
+
+
+def _plain(value: Any, *, finite: bool, depth: int = 0) -> Any:
+    """`value` with what the JSON encoder refuses made encodable: a dict key JSON cannot have (a tuple, any object)
+    becomes its str(), a value nested past 100 levels (a cycle) its repr(), and, when `finite`, NaN and the
+    infinities the strings JSON's encoders name them."""
     if isinstance(value, float):
-        return value if math.isfinite(value) else _NON_FINITE.get(value, "NaN")
+        return value if not finite or math.isfinite(value) else _NON_FINITE.get(value, "NaN")
+    if not isinstance(value, (dict, list, tuple)):
+        return value
+    if depth >= _MAX_NESTING:
+        return repr(value)
     if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_finite(v) for v in value]
-    return value
+        out = {}
+        for k, v in value.items():
+            if not isinstance(k, _JSON_KEYS):
+                kind = type(k)
+                if kind not in _warned:
+                    _warned.add(kind)
+                    logger.warning(
+                        "a trace field has a %s as a dict key, which JSON cannot have; storing its str()", kind.__name__
+                    )
+                k = str(k)
+            out[k] = _plain(v, finite=finite, depth=depth + 1)
+        return out
+    return [_plain(v, finite=finite, depth=depth + 1) for v in value]
 
 
 def encode_trace(trace: Trace) -> str:
@@ -134,7 +156,7 @@ def encode_trace(trace: Trace) -> str:
         value = getattr(trace, field)
         if value is not None:
             data[field] = value
-    return _dumps(data)
+    return to_json(data)
 
 
 _FIELDS = dataclasses.fields(Trace)
