@@ -202,3 +202,14 @@ def test_nul_characters_and_lone_surrogates_in_names_and_metadata_cost_no_trace(
     assert storage.load_context("saved")["metadata"] == {"k": "\x00"}
     storage.clear(s.uid, "a\x00b")
     assert storage.get_traces(s.uid) == []
+
+
+def test_list_sessions_matches_integers_beyond_64_bits(storage: Any) -> None:
+    """JSON integers have no size limit and session metadata keeps them exactly; SQLite cannot bind such an int
+    as a query parameter (OverflowError), so the query must not send it there."""
+    with ContextVarSession("big", storage=storage, seed=2**70, neg=-(2**64), small=3) as s:
+        record_trace(name="t")
+    assert [r.uid for r in storage.list_sessions(metadata={"seed": 2**70})] == [s.uid]
+    assert [r.uid for r in storage.list_sessions(metadata={"seed": 2**70, "neg": -(2**64), "small": 3})] == [s.uid]
+    assert storage.list_sessions(metadata={"seed": 2**70 + 1}) == []
+    assert storage.list_sessions(metadata={"small": 2**70}, limit=1) == []

@@ -55,6 +55,7 @@ _BULK_CHUNK = 5000  # traces per transaction in add_traces: bounded lock time, o
 _COPY_MIN = 500  # on PostgreSQL, batches this large go through COPY and a temporary table (see BulkStatements)
 _KNOWN_LIMIT = 100_000  # session rows this process remembers having written
 _MAX_DEPTH = 64  # session_core's limit on chain depth: walking up parent links stops here even on bad data
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1  # the integers SQLite takes as parameters
 
 SessionInfo = tuple[str | None, dict[str, Any] | None]
 
@@ -604,7 +605,11 @@ class SqlSessionStorage:
             elif isinstance(value, str):
                 condition = condition & (kind == "text") & (func.json_extract(column, path) == value)
             elif isinstance(value, (int, float)):
-                condition = condition & kind.in_(("integer", "real")) & (func.json_extract(column, path) == value)
+                condition = condition & kind.in_(("integer", "real"))
+                if isinstance(value, float) or _INT64_MIN <= value <= _INT64_MAX:
+                    condition = condition & (func.json_extract(column, path) == value)
+                else:  # SQLite cannot bind it (OverflowError), nor compare it exactly: checked in Python
+                    exact = False
             else:
                 condition = condition & (kind == ("object" if isinstance(value, dict) else "array"))
                 exact = False
