@@ -20,6 +20,7 @@ from session_core import (
     get_current_session_name,
     open_storage,
     record_trace,
+    validate_context,
 )
 
 
@@ -254,6 +255,32 @@ class TestContext:
             {"name": "x", "uid_chain": ["a"], "storage_url": "postgresql://u:pw@h/db"}, storage=InMemoryStorage()
         )._ctx
         assert ctx is not None and "pw" not in ctx["storage_url"]
+
+    @pytest.mark.parametrize(
+        ("url", "redacted"),
+        [
+            ("postgresql://user:p#ss@db/x", "postgresql://user@db/x"),  # '#', '?', '/' end urlsplit's netloc
+            ("postgresql://user:s3cr/et@db/x", "postgresql://user@db/x"),
+            ("postgresql://user:pa@ss@db/x", "postgresql://user@db/x"),
+            ("postgresql://user:s3cret@db:notaport/x", "postgresql://user@db:notaport/x"),  # was a ValueError
+            ("postgresql://user:s3cret@[::1/x", "postgresql://user@[::1/x"),  # urlsplit fails: was returned whole
+            ("postgresql://user@db/x?sslmode=require&password=s3cret", "postgresql://user@db/x?sslmode=require"),
+            ("postgresql:///x?PASSWORD=s3cret&application_name=a@b", "postgresql:///x?application_name=a@b"),
+            (
+                "postgresql://user:s3cret@DB.Example:5432/x?application_name=a@b",
+                "postgresql://user@DB.Example:5432/x?application_name=a@b",
+            ),
+            ("postgresql://db/x?password=s3cret", "postgresql://db/x"),
+            ("postgresql://db:5432/x", "postgresql://db:5432/x"),
+            ("sqlite:////tmp/a@b:c.db", "sqlite:////tmp/a@b:c.db"),
+        ],
+    )
+    def test_redact_url_never_returns_a_password(self, url, redacted):
+        from session_core import redact_url
+
+        assert redact_url(url) == redacted
+        ctx = validate_context({"name": "x", "uid_chain": ["a"], "storage_url": url})
+        assert ctx["storage_url"] == redacted
 
 
 class TestRecordTrace:

@@ -383,3 +383,21 @@ def test_read_traces_are_ordinary_independent_traces(storage: Any) -> None:
     finally:
         if was_enabled:
             gc.enable()
+
+
+def test_keys_json_cannot_have_and_cycles_are_converted_not_lost(storage: Any) -> None:
+    """A dict key JSON has no form for (a tuple, an enum, any object) or a self-referencing value made the encoder
+    raise, and the trace was lost with a TypeError / ValueError; it is stored with those keys as text instead."""
+    looped: list[Any] = ["start"]
+    looped.append(looped)
+    trace = Trace(name="odd keys", input={("user", 1): "hi", 2: "two"}, output=looped)
+    storage.add_trace(["k"], "n", trace)
+    with ContextVarSession("keyed", storage=storage, plain=1) as s:
+        s.metadata[("arm", "b")] = True  # metadata changed in the session: its row and its traces carry it
+        record_trace(name="in a session")
+    (back,) = storage.get_traces("k")
+    assert back.input == {"('user', 1)": "hi", "2": "two"}
+    assert back.output[0] == "start" and isinstance(back.output[1], list)
+    (recorded,) = storage.get_traces(s.uid)
+    assert recorded.metadata == {"plain": 1, "('arm', 'b')": True}
+    assert storage.get_session(s.uid).metadata == {"plain": 1, "('arm', 'b')": True}

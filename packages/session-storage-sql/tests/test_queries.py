@@ -161,3 +161,55 @@ def test_oversized_metadata_travels_by_reference_through_baggage(storage: Any) -
     restored = decode_baggage(header, storage=storage, strict=True)
     assert restored is not None
     assert restored["metadata"] == big and restored["uid_chain"] == s.uid_chain
+
+
+def test_non_finite_metadata_neither_costs_the_trace_nor_breaks_metadata_queries(storage: Any) -> None:
+    """NaN and infinities are not JSON: the session's row stores them as JSON's names for them (strings), so
+    PostgreSQL accepts the row and SQLite's JSON functions can still read every row."""
+    with ContextVarSession("scored", storage=storage, reward=float("nan"), bound=float("-inf"), ok=1) as s:
+        record_trace(name="kept")
+    assert [t.name for t in storage.get_traces(s.uid)] == ["kept"]
+    trace_meta = storage.get_traces(s.uid)[0].metadata
+    assert trace_meta["reward"] != trace_meta["reward"] and trace_meta["bound"] == float("-inf")  # the trace: as is
+    assert storage.get_session(s.uid).metadata == {"reward": "NaN", "bound": "-Infinity", "ok": 1}
+    assert [r.uid for r in storage.list_sessions(metadata={"ok": 1})] == [s.uid]
+    assert [r.uid for r in storage.list_sessions(metadata={"reward": "NaN"})] == [s.uid]
+
+
+def test_nul_characters_and_lone_surrogates_in_names_and_metadata_cost_no_trace(storage: Any) -> None:
+    """Baggage can carry ``%00`` into a session's name and metadata; PostgreSQL's text and jsonb cannot hold NUL
+    (nor jsonb a lone surrogate), and no database driver encodes a lone surrogate as UTF-8. The traces are kept as
+    they were recorded; the session's row and the query columns hold U+FFFD in their place where they must."""
+    header = "session.v=1,session.name=a%00b,session.uids=caller,session.m.k=%22x%00y%22"
+    ctx = decode_baggage(header)
+    assert ctx is not None and ctx["name"] == "a\x00b"
+    with ContextVarSession.from_context(ctx, storage=storage) as s:
+        record_trace(name="kept")
+    with ContextVarSession("odd\udc80name", storage=storage, path="dir/\udc80.txt") as odd:
+        record_trace(name="kept too")
+    (trace,) = storage.get_traces(s.uid)
+    assert (trace.name, trace.session_name, trace.metadata) == ("kept", "a\x00b", {"k": "x\x00y"})
+    assert [t.name for t in storage.get_traces(s.uid, "a\x00b")] == ["kept"]
+    assert {r.uid for r in storage.list_sessions(name="a\x00b")} == {"caller", s.uid}  # the caller's name too
+    (trace,) = storage.get_traces(odd.uid, "odd\udc80name")
+    assert (trace.session_name, trace.metadata) == ("odd\udc80name", {"path": "dir/\udc80.txt"})
+    assert [r.uid for r in storage.list_sessions(name="odd\udc80name")] == [odd.uid]
+    nul = "\ufffd" if storage.dialect == "postgresql" else "\x00"
+    assert storage.get_session(s.uid).name == f"a{nul}b"
+    assert storage.get_session(s.uid).metadata == {"k": f"x{nul}y"}
+    assert storage.get_session(odd.uid).name == "odd\ufffdname"
+    storage.save_context({**ctx, "uid_chain": ["caller", "saved"], "metadata": {"k": "\x00"}})
+    assert storage.load_context("saved")["metadata"] == {"k": "\x00"}
+    storage.clear(s.uid, "a\x00b")
+    assert storage.get_traces(s.uid) == []
+
+
+def test_list_sessions_matches_integers_beyond_64_bits(storage: Any) -> None:
+    """JSON integers have no size limit and session metadata keeps them exactly; SQLite cannot bind such an int
+    as a query parameter (OverflowError), so the query must not send it there."""
+    with ContextVarSession("big", storage=storage, seed=2**70, neg=-(2**64), small=3) as s:
+        record_trace(name="t")
+    assert [r.uid for r in storage.list_sessions(metadata={"seed": 2**70})] == [s.uid]
+    assert [r.uid for r in storage.list_sessions(metadata={"seed": 2**70, "neg": -(2**64), "small": 3})] == [s.uid]
+    assert storage.list_sessions(metadata={"seed": 2**70 + 1}) == []
+    assert storage.list_sessions(metadata={"small": 2**70}, limit=1) == []

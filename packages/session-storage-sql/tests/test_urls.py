@@ -183,3 +183,22 @@ def test_an_engine_of_your_own_with_schema_translate_map(postgres_url: str) -> N
         engine.dispose()
         with psycopg.connect(plain, autocommit=True) as conn:
             conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql://bob:pa@ss@db.example/traces",
+        "postgresql://bob:s3@cr@et@db.example:5433/traces",
+        "postgres://:p@w@h/d",
+    ],
+)
+def test_an_unencoded_at_sign_in_a_password_is_refused_without_showing_it(url: str) -> None:
+    """SQLAlchemy ends the password at the first ``@``, so the rest of it became part of the host name, which
+    `storage.url` showed and every context carried. Such a URL is refused, and the error shows no part of it."""
+    with pytest.raises(InvalidStorageURL, match="%40") as info:
+        SqlSessionStorage(url)
+    message = str(info.value)
+    assert "pa@" not in message and "ss@" not in message and "cr@" not in message and "et@" not in message
+    assert "p@w" not in message and "w@h" not in message
+    assert "db.example" in message or "@h/d" in message

@@ -104,8 +104,13 @@ def _new_context(
         "metadata": checked_metadata,
     }
     if storage_url:
-        ctx["storage_url"] = redact_url(storage_url) if "@" in storage_url else storage_url
+        ctx["storage_url"] = _redacted(storage_url)
     return ctx
+
+
+def _redacted(url: str) -> str:
+    """`url` without a secret: a password sits before an ``@`` or in a ``password=`` query parameter."""
+    return redact_url(url) if "@" in url or "=" in url else url
 
 
 def _bad(field: str, problem: str) -> InvalidSessionContext:
@@ -198,7 +203,7 @@ def _optional_fields(ctx: Mapping[str, Any], out: dict[str, Any]) -> None:
     if storage_url is not None:
         if not isinstance(storage_url, str) or not storage_url or "://" not in storage_url:
             raise _bad("storage_url", "must be a storage URL such as 'sqlite:///traces.db'")
-        out["storage_url"] = redact_url(storage_url) if "@" in storage_url else storage_url
+        out["storage_url"] = _redacted(storage_url)
     backend = ctx.get("backend")
     if backend is not None:
         if not isinstance(backend, str):

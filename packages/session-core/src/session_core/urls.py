@@ -2,26 +2,46 @@
 
 from __future__ import annotations
 
-from urllib.parse import urlsplit, urlunsplit
-
 __all__ = ["redact_url", "url_scheme"]
 
 
 def redact_url(url: str) -> str:
-    """`url` without its password (user names stay); other URLs unchanged."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
+    """`url` without its password, nor a ``password`` / ``sslpassword`` query parameter (user names stay); other
+    URLs unchanged. Read as text, never parsed, so no URL (a bad port, a broken IPv6 host) escapes redaction;
+    a password that holds ``/``, ``?``, ``#`` or ``@`` unencoded is removed whole, up to the last ``@`` before
+    the path."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
         return url
-    if parts.password is None:
-        return url
-    host = parts.hostname or ""
-    if ":" in host:  # IPv6 literal
-        host = f"[{host}]"
-    netloc = f"{parts.username}@{host}" if parts.username else host
-    if parts.port is not None:
-        netloc += f":{parts.port}"
-    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+    end = _authority_end(rest, 0)
+    authority = rest[:end]
+    if "@" not in authority:
+        # A password holding '/', '?' or '#' ends the authority early ("user:p#ss@host"): what follows the ':'
+        # is then no port number, and an '@' comes later.
+        user, colon, after = authority.partition(":")
+        at = rest.find("@", end)
+        if colon and at >= 0 and not after.isdigit():
+            end = _authority_end(rest, at)
+            authority = rest[:end]
+    if "@" in authority:
+        userinfo, _, host = authority.rpartition("@")
+        user = userinfo.partition(":")[0]
+        rest = (f"{user}@{host}" if user else host) + rest[end:]
+    if "?" in rest and "assword" in rest.lower():
+        head, _, query = rest.partition("?")
+        query, hash_, fragment = query.partition("#")
+        kept = [item for item in query.split("&") if item.partition("=")[0].lower() not in _SECRET_QUERY_KEYS]
+        rest = head + ("?" + "&".join(kept) if kept else "") + hash_ + fragment
+    return f"{scheme}://{rest}"
+
+
+_SECRET_QUERY_KEYS = frozenset({"password", "sslpassword"})
+
+
+def _authority_end(rest: str, start: int) -> int:
+    """Where the authority of ``scheme://`` + `rest` ends: the first ``/``, ``?`` or ``#`` from `start` on."""
+    ends = [i for i in (rest.find(mark, start) for mark in "/?#") if i >= 0]
+    return min(ends) if ends else len(rest)
 
 
 def url_scheme(url: str) -> str:

@@ -2,7 +2,7 @@
 
 Values JSON cannot represent (a pydantic model, a dataclass, a set, bytes, a datetime) are converted rather
 than refused, because refusing would lose the whole trace: dataclasses and models become dicts, sets lists,
-bytes and other objects text.
+bytes and other objects text; so do dict keys JSON cannot have (tuples, objects).
 """
 
 from __future__ import annotations
@@ -12,13 +12,24 @@ import datetime
 import gc
 import json
 import logging
+import math
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
 from session_core import Trace
 
-__all__ = ["decode_trace", "decode_traces", "encode_trace", "gc_paused", "to_json"]
+__all__ = [
+    "column_json",
+    "decode_trace",
+    "decode_traces",
+    "encode_trace",
+    "gc_paused",
+    "storable_json",
+    "storable_text",
+    "to_json",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -56,7 +67,84 @@ _loads = json.loads
 
 def to_json(value: Any) -> str:
     """Compact JSON of any value, converting what JSON cannot represent (see the module docstring)."""
-    return _dumps(value)
+    try:
+        return _dumps(value)
+    except (TypeError, ValueError, RecursionError):  # a key JSON cannot have, a cycle, extreme nesting
+        return _dumps(_plain(value, finite=False))
+
+
+_strict_dumps = json.JSONEncoder(separators=(",", ":"), default=_fallback, allow_nan=False).encode
+_NON_FINITE = {math.inf: "Infinity", -math.inf: "-Infinity"}
+
+
+def column_json(value: Any, *, postgresql: bool = False) -> str:
+    """JSON for a JSON column (a session's metadata): strict JSON, which PostgreSQL's ``jsonb`` and SQLite's
+    JSON functions accept. NaN and the infinities, which `to_json` writes as bare ``NaN`` / ``Infinity`` (not
+    JSON), are stored as the strings ``"NaN"``, ``"Infinity"`` and ``"-Infinity"``; on PostgreSQL, strings are
+    made `storable_text`."""
+    try:
+        text = _strict_dumps(value)
+    except (TypeError, ValueError, RecursionError):  # NaN or an infinity, or what `to_json` converts
+        text = _strict_dumps(_plain(value, finite=True))
+    if postgresql and ("\\u0000" in text or "\\ud" in text):  # NUL, or a surrogate (maybe half of a pair)
+        text = _strict_dumps(storable_json(json.loads(text), postgresql=True))
+    return text
+
+
+_UNSTORABLE = {True: re.compile("[\x00\ud800-\udfff]"), False: re.compile("[\ud800-\udfff]")}
+
+
+def storable_text(text: str | None, *, postgresql: bool) -> str | None:
+    """`text` as a text column holds it: a lone surrogate (no UTF-8 encoding exists) and, on PostgreSQL, NUL
+    (its text and ``jsonb`` refuse it) become U+FFFD. The trace itself keeps the original in its JSON."""
+    if text is None or (text.isascii() and (not postgresql or "\x00" not in text)):
+        return text
+    return _UNSTORABLE[postgresql].sub("\ufffd", text)
+
+
+def storable_json(value: Any, *, postgresql: bool) -> Any:
+    """`value` (a JSON value) with every string and key made `storable_text`."""
+    if isinstance(value, str):
+        return storable_text(value, postgresql=postgresql)
+    if isinstance(value, dict):
+        out = {}
+        for k, v in value.items():
+            key = storable_text(k, postgresql=postgresql) if isinstance(k, str) else k
+            out[key] = storable_json(v, postgresql=postgresql)
+        return out
+    if isinstance(value, (list, tuple)):
+        return [storable_json(v, postgresql=postgresql) for v in value]
+    return value
+
+
+_JSON_KEYS = (str, int, float, bool, type(None))
+_MAX_NESTING = 100
+
+
+def _plain(value: Any, *, finite: bool, depth: int = 0) -> Any:
+    """`value` with what the JSON encoder refuses made encodable: a dict key JSON cannot have (a tuple, any object)
+    becomes its str(), a value nested past 100 levels (a cycle) its repr(), and, when `finite`, NaN and the
+    infinities the strings JSON's encoders name them."""
+    if isinstance(value, float):
+        return value if not finite or math.isfinite(value) else _NON_FINITE.get(value, "NaN")
+    if not isinstance(value, (dict, list, tuple)):
+        return value
+    if depth >= _MAX_NESTING:
+        return repr(value)
+    if isinstance(value, dict):
+        out = {}
+        for k, v in value.items():
+            if not isinstance(k, _JSON_KEYS):
+                kind = type(k)
+                if kind not in _warned:
+                    _warned.add(kind)
+                    logger.warning(
+                        "a trace field has a %s as a dict key, which JSON cannot have; storing its str()", kind.__name__
+                    )
+                k = str(k)
+            out[k] = _plain(v, finite=finite, depth=depth + 1)
+        return out
+    return [_plain(v, finite=finite, depth=depth + 1) for v in value]
 
 
 def encode_trace(trace: Trace) -> str:
@@ -68,7 +156,7 @@ def encode_trace(trace: Trace) -> str:
         value = getattr(trace, field)
         if value is not None:
             data[field] = value
-    return _dumps(data)
+    return to_json(data)
 
 
 _FIELDS = dataclasses.fields(Trace)

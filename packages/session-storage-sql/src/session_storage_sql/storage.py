@@ -22,7 +22,15 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.sql.elements import ColumnElement
 
 from session_core import StorageError, Trace, get_active_sessions, make_context, validate_context
-from session_storage_sql.codec import decode_traces, encode_trace, gc_paused, to_json
+from session_storage_sql.codec import (
+    column_json,
+    decode_traces,
+    encode_trace,
+    gc_paused,
+    storable_json,
+    storable_text,
+    to_json,
+)
 from session_storage_sql.engine import (
     BEGIN_OPTION,
     configure_sqlite_engine,
@@ -47,6 +55,7 @@ _BULK_CHUNK = 5000  # traces per transaction in add_traces: bounded lock time, o
 _COPY_MIN = 500  # on PostgreSQL, batches this large go through COPY and a temporary table (see BulkStatements)
 _KNOWN_LIMIT = 100_000  # session rows this process remembers having written
 _MAX_DEPTH = 64  # session_core's limit on chain depth: walking up parent links stops here even on bad data
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1  # the integers SQLite takes as parameters
 
 SessionInfo = tuple[str | None, dict[str, Any] | None]
 
@@ -141,6 +150,7 @@ class SqlSessionStorage:
         self._parsed = parsed
         self._url = parsed.public
         self._sqlite = parsed.dialect == "sqlite"
+        self._text = functools.partial(storable_text, postgresql=not self._sqlite)
         self._busy_timeout = float(busy_timeout)
         self._retry = retry if retry is not None else RetryPolicy()
         self._own_engine = engine is None
@@ -379,6 +389,7 @@ class SqlSessionStorage:
             return
         innermost = chain[-1]
         now = time.time()
+        text, pg = self._text, not self._sqlite
         for start in range(0, len(batch), _BULK_CHUNK):
             chunk = batch[start : start + _BULK_CHUNK]
             seq = _next_seqs(len(chunk))
@@ -393,10 +404,13 @@ class SqlSessionStorage:
                         f"Trace.timestamp must be unix seconds (a float), got {type(trace.timestamp).__name__}"
                     ) from None
                 trace_rows.append(
-                    (trace.trace_id, seq + offset, innermost, trace.session_name, timestamp, encode_trace(trace))
+                    (trace.trace_id, seq + offset, innermost, text(trace.session_name), timestamp, encode_trace(trace))
                 )
             sessions = self._session_rows(chain, session_name, now=now)
-            session_rows = [(*row[:5], None if row[5] is None else to_json(row[5]), *row[6:]) for row in sessions]
+            session_rows = [
+                (*row[:4], text(row[4]), None if row[5] is None else column_json(row[5], postgresql=pg), *row[6:])
+                for row in sessions
+            ]
             self._run_raw(
                 "add_traces" if len(batch) > 1 else "add_trace",
                 functools.partial(_write_traces, chain=chain, trace_rows=trace_rows, session_rows=session_rows),
@@ -412,7 +426,7 @@ class SqlSessionStorage:
                 cursor.execute(hot.select_traces.sql, hot.select_traces.param((session_uid,)))
             else:
                 stmt = hot.select_traces_named
-                cursor.execute(stmt.sql, stmt.param((session_uid, session_name)))
+                cursor.execute(stmt.sql, stmt.param((session_uid, self._text(session_name))))
             return cursor.fetchall()  # type: ignore[no-any-return]
 
         with gc_paused():
@@ -424,7 +438,7 @@ class SqlSessionStorage:
         query = select(t.c.trace_id, t.c.session_uid, t.c.timestamp, t.c.seq).join_from(j, t, self._tables.linked())
         query = query.where(j.c.session_uid == session_uid)
         if session_name is not None:
-            query = query.where(t.c.session_name == session_name)
+            query = query.where(t.c.session_name == self._text(session_name))
         delete_link = delete(j).where(
             j.c.session_uid == bindparam("s_uid"),
             j.c.timestamp == bindparam("ts"),
@@ -474,8 +488,8 @@ class SqlSessionStorage:
             "parent_uid": chain[-2] if len(chain) > 1 else None,
             "root_uid": chain[0],
             "depth": len(chain),
-            "name": valid["name"],
-            "metadata": valid["metadata"],
+            "name": self._text(valid["name"]),
+            "metadata": storable_json(valid["metadata"], postgresql=not self._sqlite),
             "context": to_json(valid),
             "created_at": now,
         }
@@ -531,7 +545,7 @@ class SqlSessionStorage:
         s = self._tables.sessions
         query: Select[Any] = select(*_record_columns(s))
         if name is not None:
-            query = query.where(s.c.name == name)
+            query = query.where(s.c.name == self._text(name))
         start, end = _timestamp(since, "since"), _timestamp(until, "until")
         if start is not None:
             query = query.where(s.c.created_at >= start)
@@ -591,7 +605,11 @@ class SqlSessionStorage:
             elif isinstance(value, str):
                 condition = condition & (kind == "text") & (func.json_extract(column, path) == value)
             elif isinstance(value, (int, float)):
-                condition = condition & kind.in_(("integer", "real")) & (func.json_extract(column, path) == value)
+                condition = condition & kind.in_(("integer", "real"))
+                if isinstance(value, float) or _INT64_MIN <= value <= _INT64_MAX:
+                    condition = condition & (func.json_extract(column, path) == value)
+                else:  # SQLite cannot bind it (OverflowError), nor compare it exactly: checked in Python
+                    exact = False
             else:
                 condition = condition & (kind == ("object" if isinstance(value, dict) else "array"))
                 exact = False

@@ -112,6 +112,12 @@ def parse_storage_url(url: str | URL) -> StorageURL:
         engine_url = parsed.set(database=database)
         return StorageURL(engine_url, _public_sqlite_url(engine_url), "sqlite")
     if backend in _PG_DRIVERS:
+        if "@" in (parsed.host or ""):  # the password ended at its first "@": the rest became the host
+            shown = _scrub(url.render_as_string(hide_password=False) if isinstance(url, URL) else url)
+            raise InvalidStorageURL(
+                f"cannot use storage URL {shown!r}: the password holds an '@', which must be written %40 "
+                "(percent-encode the password, e.g. urllib.parse.quote(password, safe=''))"
+            )
         drivername = _PG_DRIVERS.get(parsed.drivername, parsed.drivername)
         engine_url = parsed.set(drivername=drivername)
         return StorageURL(engine_url, public_url(engine_url), "postgresql")
@@ -169,10 +175,12 @@ def _public_sqlite_url(url: URL) -> str:
 
 
 def _scrub(text: str) -> str:
-    """A URL that failed to parse, with anything between ``:`` and ``@`` in its authority hidden."""
+    """A URL that failed to parse, with anything between ``:`` and the last ``@`` before its query hidden (a
+    password may hold ``@`` or ``/``)."""
     scheme, sep, rest = text.partition("://")
-    if not sep or "@" not in rest.split("/", 1)[0]:
+    head, mark, query = rest.partition("?")
+    auth, at, host = head.rpartition("@")
+    if not sep or not at:
         return text
-    auth, _, host = rest.partition("@")
-    user = auth.split(":", 1)[0]
-    return f"{scheme}://{user}:***@{host}"
+    user = auth.split(":", 1)[0].split("/", 1)[0]
+    return f"{scheme}://{user}:***@{host}{mark}{query}"
