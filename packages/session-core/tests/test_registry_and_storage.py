@@ -97,6 +97,20 @@ def test_in_memory_storage_thread_safe_and_idempotent():
     assert storage.get_traces("root", session_name="other") == []
 
 
+def test_in_memory_storage_returns_oldest_first_ties_in_the_order_added():
+    """As the SQL storage does: a trace recorded late with an earlier timestamp comes first."""
+    storage = InMemoryStorage()
+    late, first, tied_a, tied_b = (
+        Trace(name=n, timestamp=ts) for n, ts in (("late", 5.0), ("first", 1.0), ("tied-a", 3.0), ("tied-b", 3.0))
+    )
+    for trace in (late, tied_a, first, tied_b):
+        storage.add_trace(["root", "leaf"], "s", trace)
+    assert [t.name for t in storage.get_traces("root")] == ["first", "tied-a", "tied-b", "late"]
+    odd = Trace(name="odd", timestamp="yesterday")  # type: ignore[arg-type]  # not a number: the order added
+    storage.add_trace(["root"], "s", odd)
+    assert [t.name for t in storage.get_traces("root")] == ["late", "tied-a", "first", "tied-b", "odd"]
+
+
 trace_fields = st.fixed_dictionaries(
     {},
     optional={

@@ -149,7 +149,8 @@ def test_same_behaviour_as_in_memory_storage(storage: Any) -> None:
     script: list[tuple[str, Any]] = []
     for i in range(12):
         chain = ["root", f"c{i % 3}"] + ([f"g{i % 2}"] if i % 4 == 0 else [])
-        script.append(("add", (chain, f"n{i % 2}", Trace(name=f"t{i}", timestamp=float(i)))))
+        timestamp = float(i if i % 5 else 20 - i)  # some recorded late with an earlier time, some tied
+        script.append(("add", (chain, f"n{i % 2}", Trace(name=f"t{i}", timestamp=timestamp))))
     script.append(("clear", ("c1", None)))
     script.append(("clear", ("root", "n0")))
     for op, args in script:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import operator
 import threading
 from collections.abc import Sequence
 from typing import Any, Protocol, runtime_checkable
@@ -37,6 +38,9 @@ class ContextStore(Protocol):
     def load_context(self, session_uid: str) -> dict[str, Any] | None: ...
 
 
+_timestamp = operator.attrgetter("timestamp")
+
+
 class InMemoryStorage:
     """Thread-safe storage in this process's memory. A trace added twice (same `trace_id`) is stored once.
 
@@ -62,13 +66,17 @@ class InMemoryStorage:
                 self._by_uid.setdefault(uid, {})[trace_id] = None
 
     def get_traces(self, session_uid: str, session_name: str | None = None) -> list[Trace]:
-        """Traces recorded in the session `session_uid` or any descendant, oldest first."""
+        """Traces recorded in the session `session_uid` or any descendant, oldest first (by `Trace.timestamp`;
+        ties, and timestamps that are not numbers, in the order added), as the SQL storage returns them."""
         with self._lock:
             ids = list(self._by_uid.get(session_uid, ()))
             traces = [self._traces[i] for i in ids]
         if session_name is not None:
             traces = [t for t in traces if t.session_name == session_name]
-        return traces
+        try:
+            return sorted(traces, key=_timestamp)  # stable, and linear when added in order (the usual case)
+        except TypeError:
+            return traces  # a timestamp that is not a number: the order added
 
     def clear(self, session_uid: str, session_name: str | None = None) -> None:
         """Delete the traces visible from `session_uid` (from every session that saw them)."""
