@@ -11,6 +11,7 @@ import hashlib
 import importlib.util
 import json
 import os
+import sqlite3
 import subprocess
 import sys
 import time
@@ -424,6 +425,23 @@ def test_files_that_are_not_session_databases(tmp_path: Path, capsys: pytest.Cap
     assert empty.stat().st_size == 0  # still empty: no tables were created in it
     assert_user_error(run(capsys, "--db", "sqlite://", "ls"), "in-memory")
     assert_user_error(run(capsys, "--db", "mysql://db/x", "ls"), "SQLite or PostgreSQL")
+
+
+def test_a_database_written_by_a_newer_version_is_named_as_the_user_gave_it(db: Db) -> None:
+    with sqlite3.connect(db.path) as conn:
+        conn.execute("UPDATE session_storage_meta SET value = '99' WHERE key = 'schema_version'")
+    conn.close()
+    done = subprocess.run(
+        [sys.executable, "-m", "session_storage_sql.cli", "--db", str(db.path), "stats"],
+        capture_output=True,
+        text=True,
+        env=_env(),
+        timeout=60,
+    )
+    assert done.returncode == 1 and done.stdout == ""
+    assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr
+    assert f"the session database {db.url} has schema version 99" in done.stderr
+    assert "mode=ro" not in done.stderr  # not the read-only engine the command opens it with
 
 
 def test_bad_arguments_are_one_line_errors(db: Db, capsys: pytest.CaptureFixture[str]) -> None:

@@ -20,7 +20,7 @@ from sqlalchemy import URL, Engine, create_engine, func, inspect, select, text
 from sqlalchemy.exc import SQLAlchemyError
 
 from session_storage_sql.cli_args import CliError
-from session_storage_sql.errors import InvalidStorageURL
+from session_storage_sql.errors import InvalidStorageURL, SchemaVersionError
 from session_storage_sql.records import SessionRecord
 from session_storage_sql.retry import describe
 from session_storage_sql.schema import Tables, build_tables
@@ -254,6 +254,12 @@ def _checked(db: Database) -> Database:
     if not present:
         db.close()
         raise CliError(_not_sessions(db.url))
+    try:
+        _ = db.storage.schema_version  # read now, so that a newer schema is reported under `db.url`
+    except SchemaVersionError as exc:
+        db.close()
+        # The storage names the database by the engine it was given (a read-only SQLite URI, for a file).
+        raise CliError(str(SchemaVersionError(db.url, exc.found, exc.supported)), status=1) from None
     return db
 
 
