@@ -418,6 +418,31 @@ def test_actor_created_inside_a_task_follows_the_task_session(storage: Any) -> N
     assert sorted(t.name for t in session.llm_calls) == ["inner:init", "inner:work"]
 
 
+@session_ray.remote
+def pair(label: str) -> tuple[str | None, int]:
+    record_trace(name=label)
+    return get_current_session_name(), len(get_active_session_uids())
+
+
+@pytest.mark.filterwarnings("ignore:DAGNode.execute:DeprecationWarning")
+def test_bound_dags_run_in_the_session_current_at_execute(storage: Any) -> None:
+    """``.bind()`` builds a Ray DAG: every node (actor creation included) follows the session of ``execute()``."""
+    creation = Recorder.options(max_restarts=0).bind("dag:init")
+    method = creation.work.bind("dag:work")
+    function = pair.bind("dag:task")
+    with ContextVarSession("dag", storage=storage) as session:
+        seen = ray.get(method.execute())
+        task = ray.get(function.execute())
+        actor = creation.execute()
+        assert ray.get(actor.creator.remote()) == "dag"
+    assert seen["name"] == "dag" and seen["uids"][:-1] == session.uid_chain
+    assert task == ("dag", len(session.uid_chain) + 1)
+    assert sorted(t.name for t in session.llm_calls) == ["dag:init", "dag:init", "dag:task", "dag:work"]
+    with ContextVarSession("again", storage=storage) as again:  # a DAG runs in each execute()'s own session
+        assert ray.get(creation.execute().creator.remote()) == "again"
+    assert [t.name for t in again.llm_calls] == ["dag:init"]
+
+
 # -- failures -------------------------------------------------------------------------------------------------------
 
 
