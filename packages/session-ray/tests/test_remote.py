@@ -121,6 +121,11 @@ class Recorder:
         record_trace(name=label)
         os.kill(os.getpid(), signal.SIGKILL)
 
+    @staticmethod
+    def static_work(label: str) -> str | None:
+        record_trace(name=label)
+        return get_current_session_name()
+
 
 @session_ray.remote
 class AsyncRecorder:
@@ -349,6 +354,14 @@ def test_sync_actor_methods_follow_each_callers_session(storage: Any) -> None:
     assert (seen_b["name"], [t.name for t in b.llm_calls]) == ("caller-b", ["from-b"])
     assert seen_a["uids"][:-1] == a.uid_chain
     assert (outside["name"], outside["uids"]) == (None, [])
+
+
+def test_static_methods_called_on_a_handle_follow_the_callers_session(storage: Any) -> None:
+    actor = Recorder.remote()
+    with ContextVarSession("static-caller", storage=storage) as session:
+        assert ray.get(actor.static_work.remote("static")) == "static-caller"
+    assert ray.get(actor.static_work.remote("outside")) is None
+    assert [t.name for t in session.llm_calls] == ["static"]
 
 
 def test_async_actor_interleaved_calls_keep_their_sessions(storage: Any) -> None:

@@ -51,7 +51,8 @@ def _default_init(self: Any) -> None:
 
 
 def _methods(cls: type) -> dict[str, Any]:
-    """Instance methods of `cls` (inherited too) that Ray exposes on a handle, by name."""
+    """Instance and static methods of `cls` (inherited too) that Ray exposes on a handle, by name (the
+    function inside a ``staticmethod``)."""
     found: dict[str, Any] = {}
     for name in dir(cls):
         if name.startswith("__") and name not in _WRAPPED_DUNDERS:
@@ -60,6 +61,8 @@ def _methods(cls: type) -> dict[str, Any]:
             raw = inspect.getattr_static(cls, name)
         except AttributeError:
             continue
+        if isinstance(raw, staticmethod):
+            raw = raw.__func__
         if inspect.isfunction(raw):
             found[name] = raw
     if "__init__" not in found:
@@ -76,7 +79,8 @@ def session_actor_class(cls: type) -> type:
         if name == "__init__" and original is _default_init:
             wrapper.__qualname__ = f"{cls.__qualname__}.__init__"
         _decorate(wrapper, original, checked=not own)
-        namespace[name] = wrapper
+        static = isinstance(inspect.getattr_static(cls, name, None), staticmethod)
+        namespace[name] = staticmethod(wrapper) if static else wrapper
     namespace["__module__"] = cls.__module__
     namespace["__qualname__"] = cls.__qualname__
     namespace["__doc__"] = cls.__doc__
