@@ -156,3 +156,33 @@ def test_in_memory_storage_fork_refuses_in_child():
         p.join(60)
     assert p.exitcode != 0
     assert s.llm_calls == []
+
+
+def test_a_forked_worker_starts_outside_any_session(jsonl_storage):
+    """A fork-started pool worker is reused for later calls: it must not keep the session it was forked in."""
+    ctx = multiprocessing.get_context("fork")
+    with ProcessPoolExecutor(1, mp_context=ctx) as pool:
+        with ContextVarSession("forked-in", storage=jsonl_storage) as first:
+            bound = pool.submit(bind_session(core_workers.record_in_child), "bound").result(timeout=60)
+        with ContextVarSession("later", storage=jsonl_storage) as later:
+            unbound = pool.submit(core_workers.record_in_child, "unbound").result(timeout=60)
+        outside = pool.submit(core_workers.record_in_child, "outside").result(timeout=60)
+    assert bound["name"] == "forked-in" and bound["uids"][:-1] == [first.uid]
+    assert unbound["pid"] == outside["pid"] == bound["pid"]  # one worker, reused
+    assert (unbound["name"], unbound["uids"], unbound["trace_id"]) == (None, [], None)
+    assert (outside["name"], outside["uids"], outside["trace_id"]) == (None, [], None)
+    assert [t.name for t in first.llm_calls] == ["bound"]
+    assert later.llm_calls == []
+
+
+def test_a_forked_child_never_writes_to_its_copy_of_an_inherited_in_memory_session():
+    """Unbound, a forked child sees no session (as a thread or a spawned child): nothing recorded, nothing lost."""
+    ctx = multiprocessing.get_context("fork")
+    queue = ctx.SimpleQueue()
+    with ContextVarSession("mem", storage=InMemoryStorage()):
+        p = ctx.Process(target=core_workers.report_to, args=(queue, "lost?"))
+        p.start()
+        seen = queue.get()
+        p.join(60)
+    assert p.exitcode == 0
+    assert (seen["name"], seen["trace_id"]) == (None, None)

@@ -8,7 +8,7 @@ import inspect
 import multiprocessing
 import sys
 import textwrap
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +47,17 @@ async def async_work(label: str) -> str | None:
 def stream(count: int) -> Iterator[str | None]:
     try:
         for i in range(count):
+            record_trace(name=f"item{i}")
+            yield get_current_session_name()
+    finally:
+        record_trace(name="cleanup")  # runs when the consumer stops early too
+
+
+@ray_entrypoint
+async def async_stream(count: int) -> AsyncIterator[str | None]:
+    try:
+        for i in range(count):
+            await asyncio.sleep(0)
             record_trace(name=f"item{i}")
             yield get_current_session_name()
     finally:
@@ -196,6 +207,31 @@ def test_generator_closed_early_cleans_up_inside_the_session(storage: Any) -> No
     items = stream(5, _session_ctx=ctx)
     assert next(items) == "gen-early"
     items.close()
+    assert get_current_session() is None
+    assert [t.name for t in session.llm_calls] == ["item0", "cleanup"]
+
+
+async def test_async_generator_keeps_the_session_across_steps_without_leaking_it(storage: Any) -> None:
+    with ContextVarSession("agen-parent", storage=storage) as session:
+        ctx = session.to_context()
+    items = async_stream(3, _session_ctx=ctx)
+    first = await items.__anext__()
+    assert get_current_session() is None  # between steps the consumer sees no session
+    assert record_trace(name="consumer") is None  # so nothing the consumer records lands in the generator's
+    rest = [item async for item in items]
+    assert [first, *rest] == ["agen-parent"] * 3
+    assert [t.name for t in session.llm_calls] == ["item0", "item1", "item2", "cleanup"]
+
+
+async def test_async_generator_closed_early_cleans_up_inside_the_session(storage: Any) -> None:
+    with ContextVarSession("agen-early", storage=storage) as session:
+        ctx = session.to_context()
+    items = async_stream(5, _session_ctx=ctx)
+    async for item in items:
+        assert item == "agen-early"
+        break
+    assert get_current_session() is None  # stopping early leaves no session behind in the consumer
+    await items.aclose()
     assert get_current_session() is None
     assert [t.name for t in session.llm_calls] == ["item0", "cleanup"]
 

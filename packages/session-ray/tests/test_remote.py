@@ -121,6 +121,11 @@ class Recorder:
         record_trace(name=label)
         os.kill(os.getpid(), signal.SIGKILL)
 
+    @staticmethod
+    def static_work(label: str) -> str | None:
+        record_trace(name=label)
+        return get_current_session_name()
+
 
 @session_ray.remote
 class AsyncRecorder:
@@ -351,6 +356,14 @@ def test_sync_actor_methods_follow_each_callers_session(storage: Any) -> None:
     assert (outside["name"], outside["uids"]) == (None, [])
 
 
+def test_static_methods_called_on_a_handle_follow_the_callers_session(storage: Any) -> None:
+    actor = Recorder.remote()
+    with ContextVarSession("static-caller", storage=storage) as session:
+        assert ray.get(actor.static_work.remote("static")) == "static-caller"
+    assert ray.get(actor.static_work.remote("outside")) is None
+    assert [t.name for t in session.llm_calls] == ["static"]
+
+
 def test_async_actor_interleaved_calls_keep_their_sessions(storage: Any) -> None:
     actor = AsyncRecorder.remote()
     refs = []
@@ -416,6 +429,31 @@ def test_actor_created_inside_a_task_follows_the_task_session(storage: Any) -> N
     assert (seen["name"], seen["creator"]) == ("outer-creator", "outer-creator")
     assert len(seen["uids"]) == seen["task_depth"] + 1 == len(session.uid_chain) + 2
     assert sorted(t.name for t in session.llm_calls) == ["inner:init", "inner:work"]
+
+
+@session_ray.remote
+def pair(label: str) -> tuple[str | None, int]:
+    record_trace(name=label)
+    return get_current_session_name(), len(get_active_session_uids())
+
+
+@pytest.mark.filterwarnings("ignore:DAGNode.execute:DeprecationWarning")
+def test_bound_dags_run_in_the_session_current_at_execute(storage: Any) -> None:
+    """``.bind()`` builds a Ray DAG: every node (actor creation included) follows the session of ``execute()``."""
+    creation = Recorder.options(max_restarts=0).bind("dag:init")
+    method = creation.work.bind("dag:work")
+    function = pair.bind("dag:task")
+    with ContextVarSession("dag", storage=storage) as session:
+        seen = ray.get(method.execute())
+        task = ray.get(function.execute())
+        actor = creation.execute()
+        assert ray.get(actor.creator.remote()) == "dag"
+    assert seen["name"] == "dag" and seen["uids"][:-1] == session.uid_chain
+    assert task == ("dag", len(session.uid_chain) + 1)
+    assert sorted(t.name for t in session.llm_calls) == ["dag:init", "dag:init", "dag:task", "dag:work"]
+    with ContextVarSession("again", storage=storage) as again:  # a DAG runs in each execute()'s own session
+        assert ray.get(creation.execute().creator.remote()) == "again"
+    assert [t.name for t in again.llm_calls] == ["dag:init"]
 
 
 # -- failures -------------------------------------------------------------------------------------------------------

@@ -1,11 +1,12 @@
 """The one active-session stack every session class pushes onto.
 
-It is a tuple in a single `ContextVar`: asyncio tasks inherit a snapshot, threads start empty unless bound,
-and a push or pop is one `ContextVar.set`.
+It is a tuple in a single `ContextVar`: asyncio tasks inherit a snapshot, threads and child processes (forked
+too) start empty unless bound, and a push or pop is one `ContextVar.set`.
 """
 
 from __future__ import annotations
 
+import os
 from contextvars import ContextVar
 from typing import Any
 
@@ -14,6 +15,17 @@ from session_core.errors import SessionStateError
 __all__ = ["ACTIVE", "active_sessions", "pop_session"]
 
 ACTIVE: ContextVar[tuple[Any, ...]] = ContextVar("session_core.active_sessions", default=())
+
+
+def _forget_after_fork() -> None:
+    """A forked child starts outside any session, as a spawned child or a thread does (`bind_session` carries
+    one in): a reused fork-started pool worker would otherwise record every later call into the session it was
+    forked in, and write to its private copy of an `InMemoryStorage` where nobody reads."""
+    ACTIVE.set(())
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_after_fork)
 
 
 def pop_session(session: Any) -> None:

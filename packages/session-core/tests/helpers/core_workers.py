@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from typing import Any
 
 import core_testing_storage  # noqa: F401 - registers the jsonl:// scheme in child processes
 
@@ -22,3 +23,7 @@ def record_in_child(label: str) -> dict:
 
 def record_and_exit(label: str) -> None:
     record_in_child(label)
+
+
+def report_to(queue: Any, label: str) -> None:
+    queue.put(record_in_child(label))

@@ -11,7 +11,7 @@ import contextvars
 import functools
 import inspect
 import sys
-from collections.abc import AsyncIterator, Callable, Generator
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Generator
 from typing import Any, TypeVar, overload
 
 from session_ray.worker import CONTEXT_KWARG, LEGACY_CONTEXT_KWARG, restore_for_call
@@ -101,6 +101,61 @@ def _steps(
                 run(session.__exit__, *sys.exc_info())
 
 
+class _InContext:
+    """`awaitable`, with each of its steps run by `run` (a `contextvars.Context.run`), whoever awaits it."""
+
+    __slots__ = ("_awaitable", "_run")
+
+    def __init__(self, run: Callable[..., Any], awaitable: Awaitable[Any]) -> None:
+        self._run = run
+        self._awaitable = awaitable
+
+    def __await__(self) -> Generator[Any, Any, Any]:
+        run = self._run
+        steps = self._awaitable.__await__()
+        value: Any = None
+        error: BaseException | None = None
+        while True:
+            try:
+                signal = run(steps.send, value) if error is None else run(steps.throw, error)
+            except StopIteration as stop:
+                return stop.value
+            try:
+                value, error = (yield signal), None
+            except BaseException as exc:  # a cancellation or close: delivered to the step, as await would
+                value, error = None, exc
+
+
+async def _async_steps(
+    fn: Callable[..., Any], ctx: Any, storage: Any, where: str, args: Any, kwargs: Any
+) -> AsyncGenerator[Any, None]:
+    """`_steps` for an async generator: every step runs in one Context of its own, inside the restored session.
+
+    An async generator otherwise runs in its consumer's context, which would see the session between steps and
+    keep it for good when it stops early (the generator's cleanup then runs in another task's context).
+    """
+    run = contextvars.copy_context().run
+    session = run(restore_for_call, ctx, storage, where=where) if ctx is not None else None
+    if session is not None:
+        run(session.__enter__)
+    agen: Any = None
+    try:
+        agen = run(fn, *args, **kwargs)
+        while True:
+            try:
+                item = await _InContext(run, agen.__anext__())
+            except StopAsyncIteration:
+                return
+            yield item
+    finally:
+        try:
+            if agen is not None:
+                await _InContext(run, agen.aclose())
+        finally:
+            if session is not None:
+                run(session.__exit__, *sys.exc_info())
+
+
 def make_wrapper(
     fn: Callable[..., Any],
     *,
@@ -135,13 +190,16 @@ def make_wrapper(
             *args: Any, _session_ctx: Any = None, _otel_ctx: Any = None, **kwargs: Any
         ) -> AsyncIterator[Any]:
             ctx = _session_ctx if _session_ctx is not None else _otel_ctx
-            if ctx is None:
+            if ctx is None and not isolate:
                 async for item in fn(*args, **kwargs):
                     yield item
                 return
-            async with restore_for_call(ctx, storage, where=where):
-                async for item in fn(*args, **kwargs):
+            steps = _async_steps(fn, ctx, storage, where, args, kwargs)
+            try:
+                async for item in steps:
                     yield item
+            finally:
+                await steps.aclose()  # `async for` does not pass a close on, as `yield from` does
 
         wrapper = asyncgen_wrapper
 

@@ -9,6 +9,7 @@ the driver, `session_ray.client` adds the context in the driver.
 
 from __future__ import annotations
 
+import functools
 import inspect
 from collections.abc import Callable
 from typing import Any, overload
@@ -50,7 +51,8 @@ def _default_init(self: Any) -> None:
 
 
 def _methods(cls: type) -> dict[str, Any]:
-    """Instance methods of `cls` (inherited too) that Ray exposes on a handle, by name."""
+    """Instance and static methods of `cls` (inherited too) that Ray exposes on a handle, by name (the
+    function inside a ``staticmethod``)."""
     found: dict[str, Any] = {}
     for name in dir(cls):
         if name.startswith("__") and name not in _WRAPPED_DUNDERS:
@@ -59,6 +61,8 @@ def _methods(cls: type) -> dict[str, Any]:
             raw = inspect.getattr_static(cls, name)
         except AttributeError:
             continue
+        if isinstance(raw, staticmethod):
+            raw = raw.__func__
         if inspect.isfunction(raw):
             found[name] = raw
     if "__init__" not in found:
@@ -75,7 +79,8 @@ def session_actor_class(cls: type) -> type:
         if name == "__init__" and original is _default_init:
             wrapper.__qualname__ = f"{cls.__qualname__}.__init__"
         _decorate(wrapper, original, checked=not own)
-        namespace[name] = wrapper
+        static = isinstance(inspect.getattr_static(cls, name, None), staticmethod)
+        namespace[name] = staticmethod(wrapper) if static else wrapper
     namespace["__module__"] = cls.__module__
     namespace["__qualname__"] = cls.__qualname__
     namespace["__doc__"] = cls.__doc__
@@ -83,11 +88,42 @@ def session_actor_class(cls: type) -> type:
     return type(cls.__name__, (cls,), namespace)
 
 
+@functools.cache
+def _class_node_type() -> type:
+    from ray.dag.class_node import ClassNode
+
+    class SessionClassNode(ClassNode):
+        """A ``.bind()`` actor creation whose ``__init__`` runs in the session current at each ``execute()``
+        (Ray creates it with ``ActorClass.remote``, past `SessionActorClass`, and applies no decorator there)."""
+
+        _session_checked = True
+
+        def _copy_impl(self, *args: Any, **kwargs: Any) -> Any:
+            return _session_class_node(super()._copy_impl(*args, **kwargs), self._session_checked)
+
+        def _execute_impl(self, *args: Any, **kwargs: Any) -> Any:
+            bound = self._bound_kwargs
+            self._bound_kwargs = with_context(bound, self._session_checked)
+            try:
+                return super()._execute_impl(*args, **kwargs)  # type: ignore[no-untyped-call]
+            finally:
+                self._bound_kwargs = bound
+
+    return SessionClassNode
+
+
+def _session_class_node(node: Any, checked: bool) -> Any:
+    node.__class__ = _class_node_type()
+    node._session_checked = checked
+    return node
+
+
 class SessionActorClass:
     """What `remote` returns for a class: Ray's actor class, creating actors inside the caller's session.
 
     ``.remote(...)`` returns a genuine Ray actor handle whose method calls carry the caller's session;
-    ``.options(...)`` returns another `SessionActorClass`; anything else is Ray's actor class attribute.
+    ``.options(...)`` returns another `SessionActorClass`; ``.bind(...)`` a Ray DAG node that creates the actor
+    inside the session current at ``execute()``; anything else is Ray's actor class attribute.
     `unchecked` names the methods (``__init__`` included) that bring their own storage (``ray_entrypoint(storage=)``).
     """
 
@@ -107,6 +143,10 @@ class SessionActorClass:
     def options(self, **actor_options: Any) -> SessionActorClass:
         """Like Ray's ``ActorClass.options``: the same actor class with overridden options."""
         return SessionActorClass(self._actor_class.options(**actor_options), self._unchecked)
+
+    def bind(self, *args: Any, **kwargs: Any) -> Any:
+        """Like Ray's ``ActorClass.bind`` (a Ray DAG node); ``execute()`` creates the actor in its own session."""
+        return _session_class_node(self._actor_class.bind(*args, **kwargs), "__init__" not in self._unchecked)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         return self._actor_class(*args, **kwargs)  # Ray's own "use .remote()" error
