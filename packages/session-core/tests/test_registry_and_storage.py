@@ -16,7 +16,9 @@ from session_core import (
     Trace,
     UnknownStorageScheme,
     get_current_metadata,
+    helpers,
     open_storage,
+    record_trace,
     register_ambient_provider,
     register_backend,
     registry,
@@ -77,6 +79,26 @@ def test_ambient_provider_feeds_helpers_outside_sessions():
     finally:
         registry._explicit[registry.AMBIENT_GROUP].pop("test-ambient")
     assert get_current_metadata() == {}
+
+
+def test_record_trace_under_an_ambient_context_alone_stores_nothing_and_says_so_once(monkeypatch, caplog):
+    """An ambient context is the caller's session seen from here, not a session open here: nothing is stored
+    (there is no chain of this process's own to store under) and one warning says what to do."""
+    ambient = {"v": 1, "name": "caller", "uid_chain": ["root1"], "metadata": {"team": "a"}}
+    monkeypatch.setattr(helpers, "_warned_ambient", False)
+    assert record_trace(name="outside") is None
+    assert caplog.records == []  # outside any session and any ambient context: nothing to say
+    register_ambient_provider("test-ambient", lambda: ambient)
+    try:
+        with caplog.at_level("WARNING", logger="session_core"):
+            assert [record_trace(name=f"t{i}") for i in range(3)] == [None] * 3
+            with ContextVarSession("here") as here:
+                assert record_trace(name="in a session") is not None
+    finally:
+        registry._explicit[registry.AMBIENT_GROUP].pop("test-ambient")
+    said = [r.getMessage() for r in caplog.records]
+    assert len(said) == 1 and "'caller'" in said[0] and "OTelSession" in said[0]
+    assert [t.name for t in here.llm_calls] == ["in a session"]
 
 
 def test_in_memory_storage_thread_safe_and_idempotent():

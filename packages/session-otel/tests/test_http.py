@@ -37,6 +37,8 @@ async def _app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         "baggage_header": headers.get("baggage"),
         "tenant": baggage.get_baggage("tenant"),
     }
+    if scope["path"] == "/record":  # no session object here: nothing is stored, and a warning says why
+        report["recorded"] = session_core.record_trace(name="handler-call")
     if scope["path"] == "/child":
         with OTelSession(handler="child") as child:  # continues the caller's session
             report["child_chain"] = child.uid_chain
@@ -101,6 +103,15 @@ def test_a_session_opened_in_the_handler_continues_the_callers_chain(port):
         report = _get(f"http://127.0.0.1:{port}/child")
     assert report["child_chain"][:-1] == s.uid_chain
     assert report["child_metadata"] == {"team": "a", "handler": "child"}
+
+
+def test_record_trace_in_a_handler_without_a_session_object_says_to_open_one(port, caplog, monkeypatch):
+    monkeypatch.setattr(session_core.helpers, "_warned_ambient", False)
+    with caplog.at_level("WARNING", logger="session_core"), OTelSession("ambient-caller", k=1) as s:
+        reports = [_get(f"http://127.0.0.1:{port}/record") for _ in range(2)]
+    assert [r["recorded"] for r in reports] == [None, None] and reports[0]["uids"] == s.uid_chain
+    said = [r.getMessage() for r in caplog.records if "ambient context" in r.getMessage()]
+    assert len(said) == 1 and "'ambient-caller'" in said[0]
 
 
 def test_outside_a_session_the_handler_sees_none(port):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from session_core.registry import ambient_context
@@ -17,6 +18,8 @@ __all__ = [
     "get_current_session_name",
     "record_trace",
 ]
+
+logger = logging.getLogger(__name__)
 
 
 def get_current_session() -> Any:
@@ -68,10 +71,15 @@ def record_trace(trace: Trace | None = None, /, **fields: Any) -> Trace | None:
     """Store a trace in the innermost session's storage under its whole uid chain.
 
     Give a `Trace` or its fields by keyword. The session name and merged metadata are filled in (the trace's
-    own metadata wins). Returns the stored trace, or None outside any session.
+    own metadata wins). Returns the stored trace, or None outside any session. With no session object but an
+    ambient context (a server whose OpenTelemetry instrumentation extracted the caller's baggage), nothing is
+    stored either, and one warning per process says to open a session there (``with OTelSession():`` continues
+    the caller's chain).
     """
     stack = ACTIVE.get()
     if not stack:
+        if not _warned_ambient:
+            _warn_if_ambient()
         return None
     session = stack[-1]
     if trace is None:
@@ -87,3 +95,20 @@ def record_trace(trace: Trace | None = None, /, **fields: Any) -> Trace | None:
         trace.metadata = {**merged, **trace.metadata}
     session.storage.add_trace(session.uid_chain, name, trace)
     return trace
+
+
+_warned_ambient = False
+
+
+def _warn_if_ambient() -> None:
+    global _warned_ambient
+    ctx = ambient_context()
+    if ctx is None or _warned_ambient:
+        return
+    _warned_ambient = True
+    logger.warning(
+        "record_trace() outside any session object did not store the trace, although the caller's session %r is "
+        "in the ambient context (OpenTelemetry baggage): open a session here to record under its chain "
+        "(`with OTelSession():` continues it; session-http's SessionMiddleware opens one per request)",
+        ctx["name"],
+    )
