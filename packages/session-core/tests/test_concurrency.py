@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import multiprocessing
+import os
 import pickle
 import threading
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
@@ -16,6 +17,7 @@ from session_core import (
     InMemoryStorage,
     StorageNotAddressable,
     bind_session,
+    get_active_sessions,
     get_current_metadata,
     get_current_session,
     get_current_session_name,
@@ -186,3 +188,31 @@ def test_a_forked_child_never_writes_to_its_copy_of_an_inherited_in_memory_sessi
         p.join(60)
     assert p.exitcode == 0
     assert (seen["name"], seen["trace_id"]) == (None, None)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="os.fork is POSIX only")
+def test_a_forked_child_running_on_out_of_its_parents_blocks_leaves_them_quietly():
+    """``os.fork()`` inside ``with`` blocks, the child carrying on: no session is active in it, and leaving the
+    parent's blocks (inner then outer) raises nothing, while the parent's own stack is untouched."""
+    read_end, write_end = os.pipe()
+    pid = -1
+    try:
+        with ContextVarSession("outer") as outer, ContextVarSession("inner"):
+            pid = os.fork()
+            if pid == 0:
+                inside = get_active_sessions()
+        if pid == 0:
+            os.write(write_end, b"ok" if inside == [] and get_active_sessions() == [] else b"wrong stack")
+    except BaseException as exc:
+        if pid != 0:
+            raise
+        os.write(write_end, f"raised {type(exc).__name__}: {exc}".encode())
+    finally:
+        if pid == 0:
+            os._exit(0)
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as reader:
+        said = reader.read().decode()
+    _, status = os.waitpid(pid, 0)
+    assert said == "ok" and os.waitstatus_to_exitcode(status) == 0
+    assert get_active_sessions() == [] and outer.uid

@@ -17,10 +17,16 @@ __all__ = ["ACTIVE", "active_sessions", "pop_session"]
 ACTIVE: ContextVar[tuple[Any, ...]] = ContextVar("session_core.active_sessions", default=())
 
 
+_forked_away: tuple[Any, ...] = ()  # sessions active in the parent when this process was forked from it
+
+
 def _forget_after_fork() -> None:
     """A forked child starts outside any session, as a spawned child or a thread does (`bind_session` carries
     one in): a reused fork-started pool worker would otherwise record every later call into the session it was
-    forked in, and write to its private copy of an `InMemoryStorage` where nobody reads."""
+    forked in, and write to its private copy of an `InMemoryStorage` where nobody reads. A child that runs on
+    out of the parent's ``with`` blocks leaves those sessions quietly (see `pop_session`)."""
+    global _forked_away
+    _forked_away = (*_forked_away, *ACTIVE.get())
     ACTIVE.set(())
 
 
@@ -45,6 +51,8 @@ def _pop_out_of_order(stack: tuple[Any, ...], session: Any) -> None:
             f"{session!r} exited while {inner!r} inside it was still active; sessions must exit in "
             "reverse order of entry. It was removed from the active-session stack; the inner ones stay."
         )
+    if any(s is session for s in _forked_away):
+        return  # a forked child leaving a block its parent entered: the child never had it on its stack
     raise SessionStateError(
         f"{session!r} exited in a context where it is not active (was it entered in another thread or "
         "task?). The active-session stack is unchanged."
