@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import logging
 from collections.abc import Callable
 from typing import Any, overload
 
@@ -88,6 +89,10 @@ def session_actor_class(cls: type) -> type:
     return type(cls.__name__, (cls,), namespace)
 
 
+logger = logging.getLogger(__name__)
+_bind_warned: list[bool] = []
+
+
 @functools.cache
 def _class_node_type() -> type:
     from ray.dag.class_node import ClassNode
@@ -145,8 +150,28 @@ class SessionActorClass:
         return SessionActorClass(self._actor_class.options(**actor_options), self._unchecked)
 
     def bind(self, *args: Any, **kwargs: Any) -> Any:
-        """Like Ray's ``ActorClass.bind`` (a Ray DAG node); ``execute()`` creates the actor in its own session."""
-        return _session_class_node(self._actor_class.bind(*args, **kwargs), "__init__" not in self._unchecked)
+        """Like Ray's ``ActorClass.bind`` (a Ray DAG node); ``execute()`` creates the actor in its own session.
+
+        This rests on Ray's DAG internals (``ClassNode``, a developer API): where they differ, the node is Ray's
+        own, whose ``__init__`` runs outside any session, and one warning says so."""
+        node = self._actor_class.bind(*args, **kwargs)
+        reason = ""
+        try:
+            _class_node_type()
+        except (ImportError, AttributeError) as exc:
+            reason = f"{type(exc).__name__}: {exc}"
+        if not reason and not all(hasattr(node, a) for a in ("_bound_kwargs", "_copy_impl", "_execute_impl")):
+            reason = "its ClassNode lacks the attributes session-ray sets"
+        if reason:
+            if not _bind_warned:
+                _bind_warned.append(True)
+                logger.warning(
+                    "Ray's DAG nodes are not the ones session-ray knows (%s): actors created by .bind(...) and "
+                    "execute() run __init__ outside the session (their methods still follow it)",
+                    reason,
+                )
+            return node
+        return _session_class_node(node, "__init__" not in self._unchecked)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         return self._actor_class(*args, **kwargs)  # Ray's own "use .remote()" error
