@@ -81,6 +81,9 @@ def test_first_session_without_init_initialises_once_with_one_warning():
     assert report["recording"] is HAVE_SDK
     if HAVE_SDK:
         assert report["provider_class"] == "TracerProvider"
+        assert report["late_service_name"].startswith("unknown_service")  # the automatic provider's name
+        assert "installed when an OTelSession was entered before this call" in stderr
+        assert "a TracerProvider was set before" not in stderr
         assert all(len(t) == 32 for t in report["trace_ids"])
         assert report["trace_ids"][0] != report["trace_ids"][1]
     else:

@@ -20,6 +20,9 @@ with OTelSession("second") as second:
     pass
 setup = current_setup()
 assert setup is not None
+from session_otel import init_otel_distributed_tracing  # noqa: E402
+
+late = init_otel_distributed_tracing(service_name="late-name")  # too late to name the provider: says why
 print(
     json.dumps(
         {
@@ -30,6 +33,7 @@ print(
             "propagator": type(propagate.get_global_textmap()).__name__,
             "recording": recording,
             "trace_ids": [first.trace_id, second.trace_id],
+            "late_service_name": late.service_name,
         }
     )
 )
