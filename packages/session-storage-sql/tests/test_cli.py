@@ -176,6 +176,18 @@ def test_ls_quiet_prints_full_uids_for_scripts(db: Db, capsys: pytest.CaptureFix
     assert out == f"{db.uids['root']}\n{db.uids['root2']}\n"
 
 
+def test_stats_counts_one_root_in_the_singular(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    storage = SqliteSessionStorage(tmp_path / "one.db")
+    storage.add_trace(["only-root"], "solo", Trace(name="t"))
+    storage.close()
+    code, out, _ = run(capsys, "--db", str(tmp_path / "one.db"), "--plain", "stats")
+    assert code == 0 and "1 (1 root; 1 named, 0 known only by uid)" in out
+
+
+def test_ls_quiet_and_json_together_are_refused(db: Db, capsys: pytest.CaptureFixture[str]) -> None:
+    assert_user_error(run(capsys, "--db", str(db.path), "ls", "-q", "--json"), "--quiet", "--json")
+
+
 def test_ls_with_no_match_says_so(db: Db, capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = run(capsys, "--db", str(db.path), "--plain", "ls", "--name", "nothing-like-this")
     assert (code, out) == (0, "no sessions match\n")

@@ -217,6 +217,8 @@ def _database(args: argparse.Namespace) -> Iterator[Database]:
 # -- ls -------------------------------------------------------------------------------------------------------
 def cmd_ls(args: argparse.Namespace, out: Output) -> int:
     """List sessions matching the filters, oldest first, with their trace counts."""
+    if args.quiet and args.json:
+        raise CliError("--quiet prints uids only and --json prints JSON: give one of them")
     metadata = parse_meta(args.meta)
     since = parse_time(args.since, "--since") if args.since is not None else None
     until = parse_time(args.until, "--until") if args.until is not None else None
@@ -466,7 +468,11 @@ def cmd_stats(args: argparse.Namespace, out: Output) -> int:
     out.fields(
         "contents",
         [
-            ("sessions", f"{stats.sessions} ({stats.roots} roots; {named} named, {stats.unnamed} known only by uid)"),
+            (
+                "sessions",
+                f"{stats.sessions} ({stats.roots} root{'' if stats.roots == 1 else 's'}; {named} named, "
+                f"{stats.unnamed} known only by uid)",
+            ),
             ("traces", str(stats.traces)),
             ("sessions created", _span(stats.first_session_at, stats.last_session_at)),
             ("traces recorded", _span(stats.first_trace_at, stats.last_trace_at)),
