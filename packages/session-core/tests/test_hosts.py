@@ -52,3 +52,6 @@ def test_host_of():
     assert host_of("http://[::1]:80/") == "::1"
     assert host_of("not a url") is None
     assert host_of("http://[bad") is None
+    assert host_of("http://evil.example\\@api.example.com/") is None  # clients disagree on this host
+    assert not HostAllowList(["api.example.com"]).allows_url("http://evil.example\\@api.example.com/")
+    assert host_of("http://api.example.com/a\\b") == "api.example.com"  # in the path it is no matter

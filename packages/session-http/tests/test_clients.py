@@ -129,6 +129,23 @@ def test_requests_redirect_to_a_host_outside_the_allow_list_loses_the_session(ec
     assert _has_session(same_host)
 
 
+def test_a_url_clients_read_two_ways_never_carries_the_session(echo_port):
+    """``http://localhost:PORT\\@127.0.0.1/`` is 127.0.0.1 to urllib's parser (and httpx's) but localhost to
+    requests, which sends it there: with only 127.0.0.1 allowed, neither `inject(url=...)` nor the instrumented
+    client may put the session on it."""
+    requests = pytest.importorskip("requests")
+    from session_http import inject
+
+    tricky = f"http://localhost:{echo_port}\\@127.0.0.1/"
+    with ContextVarSession("differential"):
+        headers = inject({"baggage": "userId=7"}, url=tricky, propagate_to=["127.0.0.1"])
+        by_hand = requests.get(tricky, headers=headers).json()
+        instrument_requests(propagate_to=["127.0.0.1"])
+        instrumented = requests.get(tricky, headers={"baggage": "userId=7"}).json()
+    assert headers == {"baggage": "userId=7"}
+    assert by_hand == instrumented == {"baggage": "userId=7"}
+
+
 def test_requests_one_session_only(echo_port):
     requests = pytest.importorskip("requests")
     with requests.Session() as mine, requests.Session() as other:

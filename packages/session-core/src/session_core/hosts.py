@@ -26,10 +26,17 @@ def normalize_host(host: str) -> str:
 
 
 def host_of(url: str) -> str | None:
-    """The normalized host of `url`, or None when it has none or is malformed."""
+    """The normalized host of `url`, or None when it has none or is malformed.
+
+    A backslash in the authority makes it malformed: HTTP clients disagree on where such a host ends
+    (``http://evil.example\\@api.example.com/`` is api.example.com to urllib and httpx but evil.example to
+    requests and browsers), so no allow-list may trust either reading."""
     try:
-        host = urlsplit(url).hostname
+        parts = urlsplit(url)
+        host = parts.hostname
     except ValueError:
+        return None
+    if "\\" in parts.netloc:
         return None
     return normalize_host(host) if host else None
 
