@@ -251,6 +251,24 @@ class TestSigning:
             with pytest.raises(SignatureError if False else InvalidSessionContext, match=why):
                 decode_baggage(header, signing_key=self.KEY, strict=True)
 
+    @pytest.mark.parametrize("sig", ["%C3%A9", "%E2%80%AE" * 8, "%F0%9F%94%91"])
+    def test_non_ascii_signature_is_refused_not_raised(self, sig, caplog):
+        # A percent-encoded non-ASCII session.sig reached hmac.compare_digest as a str, which raises TypeError for
+        # non-ASCII text: decoding was no longer total, and with a key configured any caller could make
+        # extract() or an OTel server's get_current_metadata() raise.
+        _, _, ctx = ctx_of(a=1)
+        good = encode_baggage(ctx, signing_key=self.KEY)
+        header = ",".join(m if not m.startswith("session.sig=") else f"session.sig={sig}" for m in good.split(","))
+        with caplog.at_level(logging.WARNING, logger="session_core.baggage"):
+            assert decode_baggage(header, signing_key=self.KEY) is None
+        assert "does not match" in caplog.text
+        with pytest.raises(InvalidSessionContext, match="does not match"):
+            decode_baggage(header, signing_key=self.KEY, strict=True)
+        items = {**context_to_baggage_items(sign_context(ctx, self.KEY)), "session.sig": unquote_plus(sig)}
+        assert context_from_baggage_items(items, signing_key=self.KEY) is None
+        with pytest.raises(SignatureError, match="does not match"):
+            verify_context({**sign_context(ctx, self.KEY), "sig": unquote_plus(sig)}, self.KEY)
+
     def test_env_key_and_expiry(self, monkeypatch):
         monkeypatch.setenv("SESSION_SIGNING_KEY", self.KEY)
         _, _, ctx = ctx_of(a=1)

@@ -74,7 +74,8 @@ def verify_context(
     sig, ts = ctx.get("sig"), ctx.get("ts")
     if not isinstance(sig, str) or type(ts) is not int:
         raise SignatureError("session context is not signed, but a signing key is configured")
-    if not hmac.compare_digest(sig, _digest(raw, ctx, ts)):
+    # compare_digest raises TypeError for non-ASCII str: such a signature is simply not ours
+    if not sig.isascii() or not hmac.compare_digest(sig, _digest(raw, ctx, ts)):
         raise SignatureError("session context signature does not match: forged or tampered with")
     current = time.time() if now is None else now
     if ts > current + _CLOCK_SKEW:
