@@ -76,6 +76,26 @@ def test_secret_never_shown_even_for_a_rejected_url() -> None:
     assert "hunter2" not in str(info.value)
 
 
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql://bob:hun?ter2@db.example:5x32/traces",  # a '?' in the password, and a port that fails
+        "postgresql://bob:hun?ter2@db.example:5x32/traces?sslmode=require",
+        "postgresql://bob@db.example:5x32/traces?password=hunter2",
+        "postgresql://db.example:5x32/traces?sslmode=require&password=hunter2",
+        "postgresql://bob:pa@ss@db.example/traces?sslpassword=hunter2",  # refused for its '@', not parsing
+    ],
+)
+def test_a_url_that_cannot_be_used_never_shows_its_password(url: str) -> None:
+    """The error for a URL SQLAlchemy cannot parse (or that is refused) showed a password that held a ``?``, and
+    every ``password=`` / ``sslpassword=`` query parameter, in full."""
+    with pytest.raises(InvalidStorageURL) as info:
+        SqlSessionStorage(url)
+    message = str(info.value)
+    assert "hunter2" not in message and "ter2" not in message and "ss@" not in message
+    assert "db.example" in message
+
+
 def test_fill_credentials_from_the_environment_url_of_the_same_database() -> None:
     from sqlalchemy.engine import make_url
 

@@ -175,12 +175,19 @@ def _public_sqlite_url(url: URL) -> str:
 
 
 def _scrub(text: str) -> str:
-    """A URL that failed to parse, with anything between ``:`` and the last ``@`` before its query hidden (a
-    password may hold ``@`` or ``/``)."""
+    """A URL that failed to parse (or was refused), without its password (shown as ``***``) nor a password-like
+    query parameter: session-core's `redact_url`, which reads it as text, so a password holding ``@``, ``/``,
+    ``?`` or ``#`` goes whole."""
+    shown = redact_url(text)
     scheme, sep, rest = text.partition("://")
-    head, mark, query = rest.partition("?")
-    auth, at, host = head.rpartition("@")
-    if not sep or not at:
-        return text
-    user = auth.split(":", 1)[0].split("/", 1)[0]
-    return f"{scheme}://{user}:***@{host}{mark}{query}"
+    if not sep or shown == text:
+        return shown
+    user = rest.partition(":")[0]
+    tail = shown[len(scheme) + 3 :]
+    if any(mark in user for mark in "@/?#") or not rest.startswith(user + ":"):
+        return shown  # no password before the host: only query parameters went
+    if user and tail.startswith(user + "@"):
+        return f"{scheme}://{user}:***@{tail[len(user) + 1 :]}"
+    if not user and not tail.startswith(":"):
+        return f"{scheme}://:***@{tail}"
+    return shown
