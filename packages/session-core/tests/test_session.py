@@ -271,6 +271,10 @@ class TestContext:
                 "postgresql://user@DB.Example:5432/x?application_name=a@b",
             ),
             ("postgresql://db/x?password=s3cret", "postgresql://db/x"),
+            # percent-encoded names: SQLAlchemy (parse_qsl) decodes them, so libpq gets password=s3cret
+            ("postgresql://user@db/x?pass%77ord=s3cret", "postgresql://user@db/x"),
+            ("postgresql://db/x?sslmode=require&%70assword=s3cret", "postgresql://db/x?sslmode=require"),
+            ("postgresql://db/x?ssl%50ASSWORD=s3cret&application_name=a", "postgresql://db/x?application_name=a"),
             ("postgresql://db:5432/x", "postgresql://db:5432/x"),
             ("sqlite:////tmp/a@b:c.db", "sqlite:////tmp/a@b:c.db"),
         ],

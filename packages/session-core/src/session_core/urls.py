@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from urllib.parse import unquote_plus
+
 __all__ = ["redact_url", "url_scheme"]
 
 
@@ -27,10 +29,13 @@ def redact_url(url: str) -> str:
         userinfo, _, host = authority.rpartition("@")
         user = userinfo.partition(":")[0]
         rest = (f"{user}@{host}" if user else host) + rest[end:]
-    if "?" in rest and "assword" in rest.lower():
+    if "?" in rest and ("assword" in rest.lower() or "%" in rest):
         head, _, query = rest.partition("?")
         query, hash_, fragment = query.partition("#")
-        kept = [item for item in query.split("&") if item.partition("=")[0].lower() not in _SECRET_QUERY_KEYS]
+        # names compared decoded, as SQLAlchemy (parse_qsl) reads them: "pass%77ord" is a password too
+        kept = [
+            item for item in query.split("&") if unquote_plus(item.partition("=")[0]).lower() not in _SECRET_QUERY_KEYS
+        ]
         rest = head + ("?" + "&".join(kept) if kept else "") + hash_ + fragment
     return f"{scheme}://{rest}"
 
