@@ -164,3 +164,23 @@ def test_propagate_to_keeps_session_members_from_other_hosts(port):
     assert other["tenant"] == "acme"
     if s.trace_id is not None:
         assert other["trace_id"] == s.trace_id  # the trace still continues
+
+
+def test_a_url_noted_by_hand_is_read_as_the_client_reads_it(port, restore_hosts):
+    """`note_target_host(url)` + `propagate.inject(headers)` (the documented way for a client without a hook) read
+    ``http://localhost:P\\@127.0.0.1:P/`` as 127.0.0.1, as urllib does, while urllib3 (and requests) send it to
+    localhost: with only 127.0.0.1 allowed, the session reached localhost. session-core's `host_of` treats a
+    backslash in the authority as no known host."""
+    urllib3 = pytest.importorskip("urllib3")
+    from session_otel import note_target_host
+
+    init_otel_distributed_tracing(propagate_to=["127.0.0.1"])
+    url = f"http://localhost:{port}\\@127.0.0.1:{port}/"
+    assert urllib3.util.parse_url(url).host == "localhost"
+    with OTelSession("noted", secret_project="p1"):
+        headers: dict[str, str] = {}
+        note_target_host(url)
+        propagate.inject(headers)
+        report = json.loads(urllib3.PoolManager().request("GET", url, headers=headers, timeout=10).data)
+    assert report["name"] is None and report["metadata"] == {}
+    assert "session." not in (report["baggage_header"] or "")

@@ -15,7 +15,6 @@ import logging
 from collections.abc import Iterator
 from contextvars import ContextVar
 from typing import Any
-from urllib.parse import urlsplit
 
 from opentelemetry.context import Context, get_current
 from opentelemetry.propagators.textmap import (
@@ -28,6 +27,7 @@ from opentelemetry.propagators.textmap import (
 )
 
 from session_core import ContextTooLarge, session_baggage
+from session_core.hosts import host_of
 from session_core.stack import ACTIVE
 from session_otel._keys import BAGGAGE_KEY
 from session_otel.ambient import UIDS, other_members
@@ -50,7 +50,7 @@ def note_target_host(url_or_host: Any) -> None:
     """Record where the next `inject` in this context sends its carrier (a URL, an httpx.URL or a host)."""
     host: str | None
     if isinstance(url_or_host, str):
-        host = urlsplit(url_or_host).hostname if "://" in url_or_host else url_or_host
+        host = host_of(url_or_host) if "://" in url_or_host else url_or_host  # as the allow-list reads URLs
     elif isinstance(url_or_host, tuple) and len(url_or_host) >= 2:  # httpcore's (scheme, host, port, path)
         raw = url_or_host[1]
         host = raw.decode("ascii", "replace") if isinstance(raw, (bytes, bytearray)) else str(raw)
