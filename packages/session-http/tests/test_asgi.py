@@ -198,6 +198,19 @@ def test_an_apps_own_meta_route_is_left_alone(serve_asgi, probe_apps, fetch_json
     assert [r for r in caplog.records if r.name.startswith("session_http")] == []
 
 
+def test_a_refused_reference_tells_the_caller_nothing_about_the_storage(serve_asgi, probe_apps, fetch_json, tmp_path):
+    """``session.ref=1`` naming a session the storage does not hold: a strict server answers 400, and the body
+    (which the caller reads) names neither the database file nor its type."""
+    sql = pytest.importorskip("session_storage_sql")
+    storage = sql.SqliteSessionStorage(tmp_path / "private-name.db")
+    server = serve_asgi(SessionMiddleware(probe_apps[0], storage=storage, strict=True))
+    header = "session.v=1,session.name=a,session.uids=nobody0123,session.ref=1"
+    status, body = fetch_json(server.url + "/", {"baggage": header})
+    storage.close()
+    assert status == 400 and "is not in this service's storage" in body
+    assert "private-name" not in body and str(tmp_path) not in body and "Sqlite" not in body
+
+
 @pytest.mark.parametrize("strict", [False, True])
 def test_malformed_slug_is_refused_and_stripped(serve_asgi, probe_apps, fetch_json, caplog, strict):
     caplog.set_level(logging.WARNING)

@@ -247,7 +247,11 @@ def _load_reference(uid: str, storage: Any) -> dict[str, Any]:
         )
     saved = storage.load_context(uid)
     if saved is None:
-        raise _Refused(f"the context's metadata travels by reference, but session {uid} is not in {storage!r}")
+        # No repr of the storage: strict servers send this text back to the caller (a path, host, user name).
+        raise _Refused(
+            f"the context's metadata travels by reference, but session {uid} is not in this service's storage "
+            "(it must read the sender's)"
+        )
     metadata = saved.get("metadata", {})
     if not isinstance(metadata, dict):
         raise _Refused("the stored context's metadata is not a dict")
