@@ -72,6 +72,16 @@ def _run(fn: Callable[..., Any], ctx: Any, storage: Any, where: str, args: Any, 
         return fn(*args, **kwargs)
 
 
+def _isolated(ctx: Any, storage: Any, where: str) -> tuple[Callable[..., Any], Any]:
+    """The `run` of a new `contextvars.Context`, and the session restored from `ctx` and entered in it (None
+    without a context)."""
+    run = contextvars.copy_context().run
+    session = run(restore_for_call, ctx, storage, where=where) if ctx is not None else None
+    if session is not None:
+        run(session.__enter__)
+    return run, session
+
+
 def _steps(
     fn: Callable[..., Any], ctx: Any, storage: Any, where: str, args: Any, kwargs: Any
 ) -> Generator[Any, Any, Any]:
@@ -79,10 +89,7 @@ def _steps(
 
     Every step runs in that one Context, so the session never shows in the consumer's context between steps.
     """
-    run = contextvars.copy_context().run
-    session = run(restore_for_call, ctx, storage, where=where) if ctx is not None else None
-    if session is not None:
-        run(session.__enter__)
+    run, session = _isolated(ctx, storage, where)
     gen: Any = None
     try:
         gen = run(fn, *args, **kwargs)
@@ -134,10 +141,7 @@ async def _async_steps(
     An async generator otherwise runs in its consumer's context, which would see the session between steps and
     keep it for good when it stops early (the generator's cleanup then runs in another task's context).
     """
-    run = contextvars.copy_context().run
-    session = run(restore_for_call, ctx, storage, where=where) if ctx is not None else None
-    if session is not None:
-        run(session.__enter__)
+    run, session = _isolated(ctx, storage, where)
     agen: Any = None
     try:
         agen = run(fn, *args, **kwargs)
