@@ -133,6 +133,25 @@ class TestNesting:
                     send()
         assert [t.name for t in root.llm_calls] == ["leaf"] == [t.name for t in too_deep.llm_calls]
 
+    @pytest.mark.parametrize(
+        ("name", "problem"), [("", "must be a non-empty string"), ("n" * 257, "257 characters long, over the limit")]
+    )
+    def test_a_name_receivers_refuse_works_here_and_is_refused_by_the_sender(self, name, problem):
+        """A context's name is 1-256 characters wherever it is received; a session named otherwise still records
+        locally, but trying to send it fails in the sender, naming the problem, instead of in whoever receives it
+        (a baggage header was refused there with a warning, a bound thread or process raised)."""
+        from session_core import bind_session, decode_baggage, session_baggage
+
+        with ContextVarSession(name, storage=InMemoryStorage()) as session:
+            record_trace(name="leaf")
+            for send in (session.to_context, lambda: bind_session(len), lambda: session_baggage(session)):
+                with pytest.raises(InvalidSessionContext, match=problem):
+                    send()
+        assert [t.name for t in session.llm_calls] == ["leaf"]
+        with ContextVarSession("n" * 256) as longest:  # at the limit: travels
+            assert ContextVarSession.from_context(longest.to_context()).name == "n" * 256
+            assert decode_baggage(session_baggage(longest), strict=True)["name"] == "n" * 256
+
     def test_session_created_outside_adopts_parent_where_entered(self):
         storage = InMemoryStorage()
         late = ContextVarSession("late", x=2)

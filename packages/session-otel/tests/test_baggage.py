@@ -373,3 +373,30 @@ def test_routing_metadata_from_baggage_a_server_extracted_with_no_session_object
         detach(token)
     assert meta == {"k": 1, "f": 0.5, "session_name": "caller", "session_uids": ["c1", "c2"]}
     assert session_core.assemble_routing_metadata() == {}  # detached: no session anywhere
+
+
+def test_a_thread_that_attached_the_otel_context_sends_the_sessions_metadata_as_it_changes():
+    import threading
+
+    from opentelemetry.context import get_current
+
+    with OTelSession("carried", step=0) as parent:
+        captured = get_current()
+        sent: list = []
+
+        def worker() -> None:
+            token = attach(captured)  # what OTel's threading instrumentation does: no session on this thread's stack
+            try:
+                for step in range(3):
+                    parent.metadata["step"] = step
+                    headers: dict[str, str] = {}
+                    propagate.inject(headers)  # what an instrumented HTTP client does
+                    sent.append(decode_baggage(headers["baggage"], strict=True))
+            finally:
+                detach(token)
+
+        thread = threading.Thread(target=worker)
+        thread.start()
+        thread.join()
+    assert [ctx["metadata"] for ctx in sent] == [{"step": 0}, {"step": 1}, {"step": 2}]
+    assert all(ctx["uid_chain"] == parent.uid_chain for ctx in sent)

@@ -115,3 +115,30 @@ def test_importing_session_otel_does_not_import_the_sdk_and_the_processor_is_an_
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() in ("sdk", "no-sdk")
+
+
+def test_spans_in_a_thread_that_attached_the_sessions_context_carry_its_metadata_as_it_changes(spans):
+    import threading
+
+    from opentelemetry.context import get_current
+
+    llm = trace.get_tracer("llm")
+    with OTelSession("carried", step=0) as session:
+        captured = get_current()
+
+        def worker() -> None:
+            token = attach(captured)  # what OTel's threading instrumentation does: no session on this thread's stack
+            try:
+                for step in range(3):
+                    session.metadata["step"] = step
+                    with llm.start_as_current_span(f"thread-call-{step}"):
+                        pass
+            finally:
+                detach(token)
+
+        thread = threading.Thread(target=worker)
+        thread.start()
+        thread.join()
+    got = _by_name(spans)
+    assert [got[f"thread-call-{i}"].attributes["session.metadata.step"] for i in range(3)] == [0, 1, 2]
+    assert got["thread-call-2"].attributes["session.id"] == session.uid

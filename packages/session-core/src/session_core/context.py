@@ -91,6 +91,13 @@ def _new_context(
     name: str, uid_chain: list[str] | tuple[str, ...], checked_metadata: dict[str, Any], storage_url: str | None
 ) -> dict[str, Any]:
     """`make_context` without backend fields, for metadata `_checked_metadata` returned (the context owns it)."""
+    if not name or len(name) > MAX_NAME_LENGTH:  # as `validate_context`, here in the sender: see the chain below
+        problem = (
+            "must be a non-empty string"
+            if not name
+            else f"is {len(name)} characters long, over the limit of {MAX_NAME_LENGTH}"
+        )
+        raise _bad("name", f"{problem}: a session named so works in this process but cannot cross a process boundary")
     if len(uid_chain) > MAX_CHAIN_DEPTH:  # refused here, by the sender, not later by whoever receives it
         raise _bad(
             "uid_chain",

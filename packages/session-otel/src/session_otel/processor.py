@@ -19,7 +19,7 @@ from session_core import BaseSession
 from session_core.session import metadata_version
 from session_core.stack import ACTIVE
 from session_otel._keys import BAGGAGE_KEY
-from session_otel.ambient import _MISSING, UIDS, IdentityCache, context_in
+from session_otel.ambient import _MISSING, UIDS, IdentityCache, context_in, session_in
 from session_otel.attributes import SESSION_ID, metadata_attributes, session_attributes
 
 __all__ = ["SessionSpanProcessor", "attributes_for_session"]
@@ -68,6 +68,9 @@ def _attributes_from_baggage(ctx: Context) -> dict[str, AttributeValue] | None:
     bag = ctx.get(BAGGAGE_KEY)
     if not isinstance(bag, dict) or UIDS not in bag:
         return None
+    holder = session_in(ctx)
+    if holder is not None:  # an OTelSession's context attached by hand (a thread): its metadata may have changed
+        return attributes_for_session(holder)
     cached = _by_baggage.get(bag)
     if cached is not _MISSING:
         return cached  # type: ignore[no-any-return]

@@ -30,7 +30,7 @@ from session_core import ContextTooLarge, session_baggage
 from session_core.hosts import host_of
 from session_core.stack import ACTIVE
 from session_otel._keys import BAGGAGE_KEY
-from session_otel.ambient import UIDS, other_members
+from session_otel.ambient import UIDS, other_members, session_in
 from session_otel.hosts import HostFilter
 
 __all__ = [
@@ -94,7 +94,8 @@ class SessionPropagator(TextMapPropagator):
     """A propagator around `inner` (tracecontext + baggage) that keeps session baggage members right on inject.
 
     - The session members are those of the innermost active session (any backend), so a `ContextVarSession`
-      opened inside an `OTelSession` is what an instrumented request carries.
+      opened inside an `OTelSession` is what an instrumented request carries; with none active, those of the
+      `OTelSession` whose OTel context is attached (a thread that attached it), as its metadata is now.
     - A carrier going to a host outside `hosts` gets no session members.
     - With ``$SESSION_SIGNING_KEY`` set, session members are signed; oversized metadata travels by reference
       (session-core's `session_baggage`) instead of being cut by OTel's size limits.
@@ -147,12 +148,13 @@ class SessionPropagator(TextMapPropagator):
         if not self.hosts.allows(target):
             return _strip(ctx) if UIDS in bag else None
         stack = ACTIVE.get() if use_stack else ()
-        if not stack:
+        # The innermost session, else the OTelSession whose context is attached (a thread that attached it by
+        # hand; its metadata may have changed since entry), written by session-core's `session_baggage`: exact
+        # wire format, cached per session object, signed when a key is configured, oversized metadata by
+        # reference instead of members silently dropped by OTel's limits.
+        top = stack[-1] if stack else session_in(ctx)
+        if top is None:
             return None  # no session object: forward the baggage as OTel would (an extracted context included)
-        # The innermost session, written by session-core's `session_baggage`: exact wire format, cached per
-        # session object, signed when a key is configured, oversized metadata by reference instead of members
-        # silently dropped by OTel's limits.
-        top = stack[-1]
         others = other_members(bag)
         base = Context(ctx, **{BAGGAGE_KEY: others})
         existing = None
