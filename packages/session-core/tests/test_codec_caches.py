@@ -10,7 +10,16 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from session_core import ContextVarSession, context_to_baggage_items, decode_baggage, encode_baggage, make_context
+from session_core import (
+    ContextVarSession,
+    context_to_baggage_items,
+    decode_baggage,
+    decode_metadata_slug,
+    encode_baggage,
+    encode_metadata_slug,
+    make_context,
+    session_baggage,
+)
 from session_core import baggage as _baggage
 
 # Equal as dict keys (1 == True == 1.0, 0 == False == 0.0 == -0.0), yet each encodes differently.
@@ -83,7 +92,6 @@ BAD_AFTER_GOOD = [
     (",vendor", "no '='"),
     (",session.m.b=%zz", "malformed value"),
     (",session.m.b=NaN", "'metadata'"),
-    (",session.m.=1", "empty key"),
     (",session.m.b=" + "1" * 5000, "over the limit"),
 ]
 
@@ -95,6 +103,15 @@ def test_refusals_are_the_same_once_members_are_cached(suffix, problem, caplog):
     with caplog.at_level(logging.WARNING, logger="session_core.baggage"):
         assert decode_baggage(good + suffix) is None
     assert len(caplog.records) == 1 and problem in caplog.records[0].getMessage()
+
+
+def test_an_empty_metadata_key_travels_as_contexts_and_slugs_carry_it():
+    with ContextVarSession("empty-key", **{"": 1, "k": "v"}) as s:
+        header = session_baggage(s)
+        ctx = s.to_context()
+    assert decode_baggage(header, strict=True)["metadata"] == {"": 1, "k": "v"}
+    assert decode_baggage(encode_baggage(ctx), strict=True)["metadata"] == ctx["metadata"] == {"": 1, "k": "v"}
+    assert decode_metadata_slug(encode_metadata_slug({"": 1})) == {"": 1}
 
 
 def test_to_context_copies_and_rechecks():

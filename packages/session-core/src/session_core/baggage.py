@@ -200,9 +200,7 @@ def _from_items(
     flat_plain = True  # every value a cached scalar (keys are str): nothing for `_checked_metadata` to do
     for k, v in items.items():
         if isinstance(k, str) and k.startswith(META_PREFIX):
-            mkey = k[_META_LEN:]
-            if not mkey:
-                raise _Refused("a metadata member has an empty key")
+            mkey = k[_META_LEN:]  # "" too: metadata may have an empty key, as contexts and slugs allow
             text = str(v)
             value = parsed.get(text, _MISSING)
             if value is _MISSING:
