@@ -55,10 +55,10 @@ def has_session_members(raw: bytes | str) -> bool:
 
 
 def _by_reference(raw: bytes | str) -> bool:
-    """Whether a baggage header sends its metadata by reference (``session.ref``), to be looked up per request."""
-    if isinstance(raw, bytes):
-        return b"session.ref" in raw or (b"%" in raw and b"session%2eref" in raw.lower())
-    return "session.ref" in raw or ("%" in raw and "session%2eref" in raw.lower())
+    """Whether a baggage header sends its metadata by reference (``session.ref``), to be looked up per request
+    (asked once a header has decoded, so off the hot path)."""
+    text = raw.decode("latin-1") if isinstance(raw, bytes) else raw
+    return "session.ref" in text or "session%2eref" in text.lower()
 
 
 def _text(raw: bytes | str | None) -> str | None:
@@ -323,8 +323,6 @@ class Incoming:
             session = self.session_factory(own, self.storage)
         elif otel:
             session = self._otel_session(ctx)
-        elif "backend" in ctx:
-            session = restore_session(ctx, storage=self.storage)
         else:
             session, metadata = known.open(self.storage)
             return Resolution(session, metadata, slug, None)
