@@ -281,7 +281,3 @@ class ClientConfigs:
             instance.__dict__.pop(self.ATTR, None)
         self._instances = weakref.WeakSet()
         return True
-
-    def has_own(self, client: Any) -> bool:
-        """Whether `client` has a configuration of its own (not merely switched off on its own)."""
-        return getattr(client, "__dict__", {}).get(self.ATTR, self.OFF) is not self.OFF
