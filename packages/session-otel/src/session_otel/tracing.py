@@ -227,21 +227,25 @@ def init_otel_distributed_tracing(
         in_use = _service_name_in_use()
         if service_name is not None and in_use is not None and in_use != service_name:
             if previous is not None and previous.automatic and previous.tracer_provider:
-                logger.warning(
-                    "init_otel_distributed_tracing(service_name=%r): the TracerProvider session-otel installed when "
-                    "an OTelSession was entered before this call keeps service.name %r (a provider's resource "
-                    "cannot change). Call init_otel_distributed_tracing at startup, before the first session",
-                    service_name,
-                    in_use,
+                why = (
+                    "the TracerProvider in use is the one session-otel installed when an OTelSession was entered "
+                    "before this call"
                 )
+                fix = "Call init_otel_distributed_tracing at startup, before the first session"
             else:
-                logger.warning(
-                    "init_otel_distributed_tracing(service_name=%r): a TracerProvider was set before, so its "
-                    "service.name %r stays. Put the service name on that provider's Resource, or let "
-                    "session-otel install the provider by calling init_otel_distributed_tracing first",
-                    service_name,
-                    in_use,
+                why = "a TracerProvider was set before"
+                fix = (
+                    "Put the service name on that provider's Resource, or let session-otel install the provider "
+                    "by calling init_otel_distributed_tracing first"
                 )
+            logger.warning(
+                "init_otel_distributed_tracing(service_name=%r): %s, so its service.name %r stays (a provider's "
+                "resource cannot change). %s",
+                service_name,
+                why,
+                in_use,
+                fix,
+            )
         _setup = TracingSetup(
             service_name=in_use,
             propagators=propagators,
