@@ -78,8 +78,7 @@ def record_trace(trace: Trace | None = None, /, **fields: Any) -> Trace | None:
     """
     stack = ACTIVE.get()
     if not stack:
-        if not _warned_ambient:
-            _warn_if_ambient()
+        _warn_if_ambient()
         return None
     session = stack[-1]
     if trace is None:
@@ -102,8 +101,10 @@ _warned_ambient = False
 
 def _warn_if_ambient() -> None:
     global _warned_ambient
+    if _warned_ambient:
+        return
     ctx = ambient_context()
-    if ctx is None or _warned_ambient:
+    if ctx is None:
         return
     _warned_ambient = True
     logger.warning(
