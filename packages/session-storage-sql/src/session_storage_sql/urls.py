@@ -179,15 +179,13 @@ def _scrub(text: str) -> str:
     query parameter: session-core's `redact_url`, which reads it as text, so a password holding ``@``, ``/``,
     ``?`` or ``#`` goes whole."""
     shown = redact_url(text)
-    scheme, sep, rest = text.partition("://")
-    if not sep or shown == text:
-        return shown
-    user = rest.partition(":")[0]
-    tail = shown[len(scheme) + 3 :]
-    if any(mark in user for mark in "@/?#") or not rest.startswith(user + ":"):
-        return shown  # no password before the host: only query parameters went
+    scheme, _, rest = text.partition("://")  # no "://": redact_url left it as it was
+    user, colon, _ = rest.partition(":")
+    if shown == text or not colon or any(mark in user for mark in "@/?#"):
+        return shown  # no "user:password@" went (at most a query parameter): nothing to mark
+    tail = shown[len(scheme) + 3 :]  # after redaction: "user@host..." or, without a user, "host..."
     if user and tail.startswith(user + "@"):
         return f"{scheme}://{user}:***@{tail[len(user) + 1 :]}"
     if not user and not tail.startswith(":"):
         return f"{scheme}://:***@{tail}"
-    return shown
+    return shown  # the ':' was a port's
