@@ -132,10 +132,8 @@ def _frozen(value: Any) -> Any:
 
 def _frozen_items(metadata: Any) -> tuple[tuple[str, Any], ...] | None:
     """`_frozen` of a whole metadata mapping's items (each value within the limits of `_frozen`), or None."""
-    try:
-        return tuple([(key, _freeze(value, _FREEZE_DEPTH, [_FREEZE_ITEMS])) for key, value in metadata.items()])
-    except _TooBig:
-        return None
+    frozen = tuple([(key, _frozen(value)) for key, value in metadata.items()])
+    return None if any(value is None for _, value in frozen) else frozen
 
 
 def metadata_entry(key: str, value: Any) -> Entry:
