@@ -367,6 +367,36 @@ def test_exiting_out_of_order_raises_and_leaves_no_session_in_the_otel_context()
     assert trace.get_current_span() is trace.INVALID_SPAN
 
 
+def test_an_inner_session_left_active_by_an_out_of_order_exit_keeps_its_context_and_ends_its_span(spans):
+    outer, inner = OTelSession("outer", a=1), OTelSession("inner", b=2)
+    outer.__enter__()
+    inner.__enter__()
+    with pytest.raises(SessionStateError):
+        outer.__exit__(None, None, None)
+    assert baggage.get_baggage("session.uids") == ".".join(inner.uid_chain)  # as the stack says: inner is active
+    assert trace.get_current_span() is inner.span
+    inner.__exit__(None, None, None)
+    assert baggage.get_baggage("session.uids") is None
+    assert trace.get_current_span() is trace.INVALID_SPAN
+    assert sorted(s.name for s in _session_spans(spans)) == ["session:inner", "session:outer"]
+
+
+def test_a_generator_closed_while_its_caller_is_in_a_session_of_its_own_leaves_the_callers_span_whole(spans):
+    def steps():
+        with OTelSession("generator"):
+            yield 1  # suspends inside the session: the caller now runs in it
+
+    gen = steps()
+    next(gen)
+    with OTelSession("caller") as caller:
+        with pytest.raises(SessionStateError):
+            gen.close()  # the generator's session exits while the caller's, entered after it, is active
+        assert get_current_session() is caller
+        assert trace.get_current_span() is caller.span
+    assert get_current_session() is None and baggage.get_baggage("session.uids") is None
+    assert sorted(s.name for s in _session_spans(spans)) == ["session:caller", "session:generator"]
+
+
 def test_metadata_changed_between_entries_is_in_the_next_entrys_baggage_and_span(spans):
     s = OTelSession("again", step=0)
     for step in range(3):

@@ -95,15 +95,18 @@ def _auto_init() -> None:
     auto_init()
 
 
-def _forget_inner_contexts(session: OTelSession, stack: tuple[Any, ...]) -> None:
-    """`session` exits while sessions inside it are active: detaching its OTel context drops theirs too, so they
-    must not detach later (that would re-attach `session`'s context after it ended)."""
+def _hand_over_context(session: OTelSession, stack: tuple[Any, ...], token: Token[Context]) -> bool:
+    """`session` exits while sessions inside it are active (they stay on the stack): rather than detach its OTel
+    context now, which would drop theirs while they run on, hand its token to the first `OTelSession` inside it,
+    whose exit then restores what was current before `session` was entered. True when handed over."""
     for i, active in enumerate(stack):
         if active is session:
             for inner in stack[i + 1 :]:
-                if isinstance(inner, OTelSession):
-                    inner._token = None
-            return
+                if isinstance(inner, OTelSession) and inner._token is not None:
+                    inner._token = token
+                    return True
+            return False
+    return False
 
 
 class OTelSession(BaseSession):
@@ -312,9 +315,8 @@ class OTelSession(BaseSession):
                 span.record_exception(exc, escaped=True)
                 span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"))
             stack = _ACTIVE.get()
-            if not stack or stack[-1] is not self:
-                _forget_inner_contexts(self, stack)
-            _detach(token)
+            if (stack and stack[-1] is self) or not _hand_over_context(self, stack, token):
+                _detach(token)
             if span is not None:
                 span.end()
         self._exit_stack()
