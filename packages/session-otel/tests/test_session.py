@@ -397,6 +397,31 @@ def test_a_generator_closed_while_its_caller_is_in_a_session_of_its_own_leaves_t
     assert sorted(s.name for s in _session_spans(spans)) == ["session:caller", "session:generator"]
 
 
+def test_an_exit_in_another_thread_is_refused_and_leaves_the_session_whole_for_its_own_exit(spans, caplog):
+    session = OTelSession("here", a=1)
+    session.__enter__()
+    refused: list[BaseException] = []
+
+    def leave() -> None:
+        try:
+            session.__exit__(None, None, None)
+        except SessionStateError as exc:
+            refused.append(exc)
+
+    worker = threading.Thread(target=leave)
+    worker.start()
+    worker.join()
+    assert len(refused) == 1
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR], "OpenTelemetry failed to detach"
+    assert get_current_session() is session  # still active here, with its OTel context and an open span
+    assert baggage.get_baggage("session.m.a") == "1" and trace.get_current_span() is session.span
+    assert _session_spans(spans) == []
+    session.__exit__(None, None, None)  # its exit in its own context restores the context before it
+    assert get_current_session() is None and baggage.get_baggage("session.uids") is None
+    assert trace.get_current_span() is trace.INVALID_SPAN
+    assert [s.name for s in _session_spans(spans)] == ["session:here"]
+
+
 def test_metadata_changed_between_entries_is_in_the_next_entrys_baggage_and_span(spans):
     s = OTelSession("again", step=0)
     for step in range(3):

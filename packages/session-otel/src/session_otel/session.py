@@ -309,13 +309,19 @@ class OTelSession(BaseSession):
     ) -> None:
         token = self._token
         if token is not None:
+            stack = _ACTIVE.get()
+            innermost = bool(stack) and stack[-1] is self
+            if not innermost and not any(active is self for active in stack):
+                # Not active in this context (exited in another thread or task): session-core refuses and keeps
+                # the stack as it is; the OTel context and the open span likewise stay for the exit where it is.
+                self._exit_stack()
+                return
             self._token = None
             span = self._span
             if exc is not None and isinstance(exc, Exception) and span is not None and span.is_recording():
                 span.record_exception(exc, escaped=True)
                 span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"))
-            stack = _ACTIVE.get()
-            if (stack and stack[-1] is self) or not _hand_over_context(self, stack, token):
+            if innermost or not _hand_over_context(self, stack, token):
                 _detach(token)
             if span is not None:
                 span.end()
