@@ -172,6 +172,20 @@ def test_an_exception_is_recorded_on_the_span_and_re_raised(spans):
     assert get_current_session() is None
 
 
+def test_an_exception_whose_str_fails_is_re_raised_as_it_is_and_the_session_still_ends(spans):
+    class Opaque(Exception):
+        def __str__(self) -> str:
+            raise RuntimeError("no text for this one")
+
+    with pytest.raises(Opaque):
+        with OTelSession("opaque"):
+            raise Opaque()
+    assert get_current_session() is None and baggage.get_baggage("session.uids") is None
+    (span,) = _session_spans(spans)
+    assert span.status.status_code == trace.StatusCode.ERROR
+    assert span.status.description == "Opaque"
+
+
 def test_an_explicit_tracer_is_used(spans):
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import SimpleSpanProcessor

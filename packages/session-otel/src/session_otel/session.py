@@ -109,6 +109,20 @@ def _hand_over_context(session: OTelSession, stack: tuple[Any, ...], token: Toke
     return False
 
 
+def _record_exception(span: Span, exc: Exception) -> None:
+    """Record `exc` on `span` with status ERROR. An exception whose ``str()`` fails gets its type as the status
+    description: it must neither replace the exception the caller sees nor keep the session open."""
+    try:
+        description = f"{type(exc).__name__}: {exc}"
+    except Exception:
+        description = type(exc).__name__
+    try:
+        span.record_exception(exc, escaped=True)
+    except Exception:
+        logger.debug("could not record %s on the session span", type(exc).__name__, exc_info=True)
+    span.set_status(Status(StatusCode.ERROR, description))
+
+
 class OTelSession(BaseSession):
     """A session carried by OpenTelemetry: its context in W3C baggage, a ``session:<name>`` span current.
 
@@ -319,8 +333,7 @@ class OTelSession(BaseSession):
             self._token = None
             span = self._span
             if exc is not None and isinstance(exc, Exception) and span is not None and span.is_recording():
-                span.record_exception(exc, escaped=True)
-                span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"))
+                _record_exception(span, exc)
             if innermost or not _hand_over_context(self, stack, token):
                 _detach(token)
             if span is not None:
