@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import pickle
 import threading
 
@@ -434,6 +435,45 @@ def test_an_exit_in_another_thread_is_refused_and_leaves_the_session_whole_for_i
     assert get_current_session() is None and baggage.get_baggage("session.uids") is None
     assert trace.get_current_span() is trace.INVALID_SPAN
     assert [s.name for s in _session_spans(spans)] == ["session:here"]
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_forked_child_starts_outside_the_otel_session_it_was_forked_in(spans):
+    """As session-core's stack: a fork-started worker must not attribute its later work to that session."""
+    read_end, write_end = os.pipe()
+    token = attach(baggage.set_baggage("tenant", "t1"))  # the application's own baggage, set before the session
+    pid = -1
+    report: dict[str, object] = {}
+    try:
+        with OTelSession("forked-in", a=1) as session:
+            pid = os.fork()
+            if pid == 0:
+                headers: dict[str, str] = {}
+                propagate.inject(headers)
+                with trace.get_tracer("child").start_as_current_span("child-work") as work:
+                    report["parent"] = work.parent is not None  # type: ignore[attr-defined]
+                report["metadata"] = get_current_metadata()
+                report["members"] = sorted(baggage.get_all())
+                report["header"] = headers.get("baggage", "")
+    finally:
+        if pid == 0:  # the child, out of the session's block: it must not end (export) the session's span again
+            report["session_spans"] = [s.name for s in _session_spans(spans)]
+            os.write(write_end, json.dumps(report).encode())
+            os._exit(0)
+    detach(token)
+    os.close(write_end)
+    with os.fdopen(read_end) as pipe:
+        child = json.loads(pipe.read())
+    os.waitpid(pid, 0)
+    assert child == {
+        "parent": False,
+        "metadata": {},
+        "members": ["tenant"],
+        "header": "tenant=t1",
+        "session_spans": [],
+    }
+    assert [s.name for s in _session_spans(spans)] == ["session:forked-in"]
+    assert session.span is not None
 
 
 def test_metadata_changed_between_entries_is_in_the_next_entrys_baggage_and_span(spans):

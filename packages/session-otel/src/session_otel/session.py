@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import os
+import threading
 from collections.abc import Mapping
 from contextvars import Token
 from types import TracebackType
@@ -426,3 +428,50 @@ class OTelSession(BaseSession):
         if self._inherited_bag:
             return dict(self._inherited_bag)
         return {}
+
+
+# -- fork ----------------------------------------------------------------------------------------------------------
+_forking = threading.local()  # the forking thread's active sessions, noted just before it forks
+
+
+def _note_sessions_before_fork() -> None:
+    _forking.stack = _ACTIVE.get()
+
+
+def _forget_noted_sessions() -> None:
+    _forking.stack = ()
+
+
+def _leave_sessions_after_fork() -> None:
+    """A forked child starts outside any session (session-core empties its stack there): leave the OTel context of
+    the `OTelSession`s active at the fork too, back to what was current before the outermost was entered, so the
+    child's spans, requests and helpers are not attributed to them (a reused fork-started pool worker would carry
+    them into every later call). A child that runs out of their ``with`` blocks then leaves their spans alone."""
+    stack = getattr(_forking, "stack", ())
+    _forking.stack = ()
+    forked = [s for s in stack if isinstance(s, OTelSession) and s._token is not None]
+    ctx = _get_current()
+    if forked:
+        before = getattr(forked[0]._token, "old_value", None)  # contextvars' Token: the context it replaced
+        ctx = before if isinstance(before, Context) else Context()
+        for session in forked:
+            session._token = None
+    holder = ctx.get(SESSION_KEY)
+    if holder is not None:  # an OTelSession's context attached by hand in the forking thread: leave it too
+        values = {key: value for key, value in ctx.items() if key != SESSION_KEY}
+        bag = values.get(BAGGAGE_KEY)
+        if isinstance(bag, dict):
+            values[BAGGAGE_KEY] = without_session_members(bag)
+        if values.get(SPAN_KEY) is getattr(holder, "_span", None):
+            del values[SPAN_KEY]
+        ctx = Context(values)
+    if forked or holder is not None:
+        _attach(ctx)
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(
+        before=_note_sessions_before_fork,
+        after_in_parent=_forget_noted_sessions,
+        after_in_child=_leave_sessions_after_fork,
+    )
