@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from opentelemetry import trace
 from opentelemetry.baggage.propagation import W3CBaggagePropagator
 from opentelemetry.context import Context, attach, detach
@@ -25,6 +26,28 @@ def test_spans_inside_a_session_are_stamped(spans):
     assert attrs["session.uid_chain"] == (outer.uid, inner.uid)
     assert attrs["session.metadata.task"] == "t9"
     assert attrs["session.metadata.arm"] == "b"
+
+
+def test_integers_beyond_64_bits_become_text_so_the_otlp_exporter_can_send_the_spans(spans):
+    """OTLP carries int64 attributes: one 128-bit id (``uuid4().int``) made the exporter refuse the whole batch."""
+    encoder = pytest.importorskip("opentelemetry.exporter.otlp.proto.common._internal.trace_encoder")
+    big = 2**64 + 1
+    llm = trace.get_tracer("some.llm.instrumentation")
+    with OTelSession("wide", run=big, seeds=[1, big], edge=-(2**63)) as session:
+        with llm.start_as_current_span("chat"):
+            pass
+        with ContextVarSession("core", run=-big):
+            with llm.start_as_current_span("inner chat"):
+                pass
+    assert session.to_context()["metadata"]["run"] == big  # the context keeps the int
+    finished = _by_name(spans)
+    for name in ("session:wide", "chat"):
+        attrs = finished[name].attributes
+        assert attrs["session.metadata.run"] == str(big)
+        assert attrs["session.metadata.seeds"] == f"[1,{big}]"
+        assert attrs["session.metadata.edge"] == -(2**63)  # still in range: stays an int
+    assert finished["inner chat"].attributes["session.metadata.run"] == str(-big)
+    encoder.encode_spans(list(finished.values()))  # raised ValueError: Value out of range
 
 
 def test_a_contextvar_session_inside_is_what_gets_stamped(spans):

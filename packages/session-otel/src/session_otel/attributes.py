@@ -29,25 +29,36 @@ SESSION_UID_CHAIN = "session.uid_chain"
 METADATA_PREFIX = "session.metadata."
 
 _PRIMITIVES = (str, bool, int, float)
+_INT64_MIN = -(2**63)
+_INT64_MAX = 2**63 - 1
 
 
 def attribute_value(value: Any) -> AttributeValue | None:
-    """`value` as an OpenTelemetry attribute value, or None when it should be left out."""
+    """`value` as an OpenTelemetry attribute value, or None when it should be left out.
+
+    Integers beyond 64 bits become their decimal text: OTLP carries int64, and one such attribute makes its
+    exporter refuse the whole batch of spans."""
     t = type(value)
-    if t is str or t is int or t is bool or t is float:
+    if t is str or t is bool or t is float:
         return value  # type: ignore[no-any-return]
+    if t is int:
+        return value if _INT64_MIN <= value <= _INT64_MAX else str(value)
     if value is None:
         return None
     if isinstance(value, (list, tuple)):
         if not value:
             return ()
         first = type(value[0])
-        if first in _PRIMITIVES and all(type(v) is first for v in value):
+        if (
+            first in _PRIMITIVES
+            and all(type(v) is first for v in value)
+            and (first is not int or all(_INT64_MIN <= v <= _INT64_MAX for v in value))
+        ):
             return tuple(value)
     elif isinstance(value, _PRIMITIVES):  # subclasses such as str enums: keep the plain value
         for base in _PRIMITIVES:
             if isinstance(value, base):
-                return base(value)
+                return attribute_value(base(value))
     try:
         return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False, default=str)
     except (TypeError, ValueError):
