@@ -50,6 +50,31 @@ def test_integers_beyond_64_bits_become_text_so_the_otlp_exporter_can_send_the_s
     encoder.encode_spans(list(finished.values()))  # raised ValueError: Value out of range
 
 
+def test_text_utf8_cannot_encode_is_escaped_so_the_otlp_exporter_can_send_the_spans(spans):
+    """A lone surrogate (``os.fsdecode`` of a non-UTF-8 file name) in a session's name or metadata made the OTLP
+    exporter refuse every batch holding a span of that session."""
+    encoder = pytest.importorskip("opentelemetry.exporter.otlp.proto.common._internal.trace_encoder")
+    name, path = "caf\udce9", "/data/caf\udce9.jsonl"
+    llm = trace.get_tracer("some.llm.instrumentation")
+    with OTelSession(name, path=path, files=[path], cfg={"p": path}, **{"k\udce9": 1}):
+        with llm.start_as_current_span("chat"):
+            pass
+        with ContextVarSession(name, path=path):
+            with llm.start_as_current_span("inner chat"):
+                pass
+    finished = _by_name(spans)
+    assert set(finished) == {"session:caf\\udce9", "chat", "inner chat"}
+    for span in finished.values():
+        attrs = span.attributes
+        assert attrs["session.name"] == "caf\\udce9"
+        assert attrs["session.metadata.path"] == "/data/caf\\udce9.jsonl"
+    attrs = finished["chat"].attributes
+    assert attrs["session.metadata.files"] == ("/data/caf\\udce9.jsonl",)
+    assert attrs["session.metadata.cfg"] == '{"p":"/data/caf\\udce9.jsonl"}'  # JSON text: the JSON escape
+    assert attrs["session.metadata.k\\udce9"] == 1
+    encoder.encode_spans(list(finished.values()))  # raised UnicodeEncodeError: surrogates not allowed
+
+
 def test_a_contextvar_session_inside_is_what_gets_stamped(spans):
     llm = trace.get_tracer("llm")
     with OTelSession("otel", a=1), ContextVarSession("plain", b=[1, 2]) as plain:

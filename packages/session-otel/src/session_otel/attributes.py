@@ -21,6 +21,7 @@ __all__ = [
     "attribute_value",
     "metadata_attributes",
     "session_attributes",
+    "text",
 ]
 
 SESSION_ID = "session.id"  # OpenTelemetry semantic convention: the session's unique id (our uid)
@@ -33,13 +34,28 @@ _INT64_MIN = -(2**63)
 _INT64_MAX = 2**63 - 1
 
 
+def text(value: str) -> str:
+    """`value`, with lone surrogates (``os.fsdecode`` of a non-UTF-8 file name) written as ``\\udce9`` escapes:
+    OTLP sends UTF-8, and one string it cannot encode makes its exporter refuse the whole batch of spans."""
+    if value.isascii():
+        return value
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return value.encode("utf-8", "backslashreplace").decode("utf-8")
+    return value
+
+
 def attribute_value(value: Any) -> AttributeValue | None:
     """`value` as an OpenTelemetry attribute value, or None when it should be left out.
 
-    Integers beyond 64 bits become their decimal text: OTLP carries int64, and one such attribute makes its
-    exporter refuse the whole batch of spans."""
+    What OTLP cannot carry becomes text it can: integers beyond 64 bits their decimal digits, strings UTF-8
+    cannot encode their escaped form (see `text`); else one such attribute makes its exporter refuse the whole
+    batch of spans."""
     t = type(value)
-    if t is str or t is bool or t is float:
+    if t is str:
+        return text(value)
+    if t is bool or t is float:
         return value  # type: ignore[no-any-return]
     if t is int:
         return value if _INT64_MIN <= value <= _INT64_MAX else str(value)
@@ -54,15 +70,15 @@ def attribute_value(value: Any) -> AttributeValue | None:
             and all(type(v) is first for v in value)
             and (first is not int or all(_INT64_MIN <= v <= _INT64_MAX for v in value))
         ):
-            return tuple(value)
+            return tuple(map(text, value)) if first is str else tuple(value)
     elif isinstance(value, _PRIMITIVES):  # subclasses such as str enums: keep the plain value
         for base in _PRIMITIVES:
             if isinstance(value, base):
                 return attribute_value(base(value))
     try:
-        return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False, default=str)
+        return text(json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False, default=str))
     except (TypeError, ValueError):
-        return str(value)
+        return text(str(value))
 
 
 def metadata_attributes(metadata: Mapping[str, Any]) -> dict[str, AttributeValue]:
@@ -71,7 +87,7 @@ def metadata_attributes(metadata: Mapping[str, Any]) -> dict[str, AttributeValue
     for key, value in metadata.items():
         converted = attribute_value(value)
         if converted is not None:
-            out[METADATA_PREFIX + key] = converted
+            out[text(METADATA_PREFIX + key)] = converted
     return out
 
 
@@ -84,7 +100,7 @@ def session_attributes(
     """Every session attribute of a span, with `metadata_attrs` from `metadata_attributes`."""
     attrs: dict[str, AttributeValue] = {
         SESSION_ID: uid,
-        SESSION_NAME: name,
+        SESSION_NAME: text(name),
         SESSION_UID_CHAIN: tuple(uid_chain),
     }
     if metadata_attrs:

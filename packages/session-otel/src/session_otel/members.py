@@ -18,7 +18,7 @@ from typing import Any
 from opentelemetry.util.types import AttributeValue
 
 from session_core import context_to_baggage_items
-from session_otel.attributes import METADATA_PREFIX, SESSION_ID, SESSION_NAME, SESSION_UID_CHAIN, attribute_value
+from session_otel.attributes import METADATA_PREFIX, SESSION_ID, SESSION_NAME, SESSION_UID_CHAIN, attribute_value, text
 
 __all__ = [
     "FIXED_OK",
@@ -50,7 +50,7 @@ def name_parts(name: str) -> tuple[str, str]:
     parts = _names.get(name)
     if parts is None:
         value = context_to_baggage_items({"name": name, "uid_chain": ("u",), "metadata": {}})["session.name"]
-        parts = (value, "session:" + name)
+        parts = (value, text("session:" + name))
         with _lock:
             if len(_names) >= _CACHE_MAX:
                 _names.clear()
@@ -76,7 +76,7 @@ def _compute(key: str, value: Any) -> Entry:
         for item_key, item_value in items.items():
             if item_key not in _FIXED_KEYS:
                 member_key, member = item_key, item_value
-    return (member_key, member, METADATA_PREFIX + key, attribute_value(value))
+    return (member_key, member, text(METADATA_PREFIX + key), attribute_value(value))
 
 
 def _simple(value: Any) -> bool:
@@ -167,7 +167,7 @@ _templates: dict[tuple[Any, ...], Template] = {}
 def _build_template(name: str, metadata: Any) -> Template:
     name_value, span_name = name_parts(name)
     items = {"session.v": "1", "session.name": name_value, "session.uids": ""}
-    attrs: dict[str, AttributeValue] = {SESSION_ID: "", SESSION_NAME: name, SESSION_UID_CHAIN: ()}
+    attrs: dict[str, AttributeValue] = {SESSION_ID: "", SESSION_NAME: text(name), SESSION_UID_CHAIN: ()}
     unserializable: list[str] = []
     for key, value in metadata.items():
         member_key, member, attr_key, attr_value = metadata_entry(key, value)
