@@ -336,6 +336,19 @@ def test_a_malformed_traceparent_starts_a_new_trace_with_a_warning(caplog, spans
     assert span.attributes["session.uid_chain"] == ("abc", session.uid)
 
 
+def test_an_oversized_baggage_field_is_left_out_with_a_short_warning_and_the_trace_continues(caplog, spans):
+    with OTelSession("sender") as sender:
+        ctx = sender.to_otel_context()
+    ctx["otel"]["baggage"] = "tenant=t1," + ",".join(f"k{i}={'v' * 60}" for i in range(400))  # ≈ 26 kB
+    with caplog.at_level(logging.WARNING):
+        session = OTelSession.from_otel_context(ctx)
+    assert "baggage field is" in caplog.text and "over the limit of 8192" in caplog.text
+    assert max(len(r.getMessage()) for r in caplog.records) < 500  # never the whole header
+    with session:
+        assert baggage.get_baggage("tenant") is None
+        assert session.trace_id == sender.trace_id
+
+
 def test_non_session_baggage_travels_in_the_context_and_is_restored():
     token = attach(baggage.set_baggage("tenant", "acme"))
     try:

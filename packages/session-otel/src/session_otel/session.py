@@ -31,6 +31,7 @@ from opentelemetry.util.types import AttributeValue
 
 from session_core import BaseSession, ContextTooLarge, encode_baggage, make_context, portable_metadata
 from session_core import metadata_version as _metadata_version
+from session_core.baggage import MAX_HEADER_BYTES
 from session_core.stack import ACTIVE as _ACTIVE
 from session_otel import _state
 from session_otel._keys import BAGGAGE_KEY, SESSION_KEY, SPAN_KEY
@@ -183,7 +184,15 @@ class OTelSession(BaseSession):
                     ctx["name"][:64],
                 )
         header = otel.get("baggage")
-        if header:
+        if header and len(header) > MAX_HEADER_BYTES:  # OpenTelemetry would drop it too, logging all of it
+            logger.warning(
+                "session context %r: its baggage field is %d characters, over the limit of %d; its other baggage "
+                "members are left out",
+                ctx["name"][:64],
+                len(header),
+                MAX_HEADER_BYTES,
+            )
+        elif header:
             inherited = without_session_members(_baggage_items(_BAGGAGE.extract({"baggage": header}, Context())))
             self._inherited_bag = inherited or None
 
