@@ -499,6 +499,25 @@ def test_metadata_changed_between_entries_is_in_the_next_entrys_baggage_and_span
     assert steps == [0, 1, 2]
 
 
+def test_a_renamed_session_carries_its_new_name_in_its_baggage_its_spans_and_the_spans_it_stamps(spans):
+    session = OTelSession("before", k=1)
+    with session:
+        pass
+    session.name = "after"
+    with session:
+        assert baggage.get_baggage("session.name") == "after"
+        session.name = "inside"
+        with trace.get_tracer("llm").start_as_current_span("call"):
+            pass
+        headers: dict[str, str] = {}
+        propagate.inject(headers)
+        assert session_core.decode_baggage(headers["baggage"])["name"] == "inside"
+    finished = {s.name: s for s in spans.get_finished_spans()}
+    assert set(finished) == {"session:before", "session:after", "call"}
+    assert finished["session:after"].attributes["session.name"] == "after"
+    assert finished["call"].attributes["session.name"] == "inside"
+
+
 def test_metadata_changed_inside_a_session_is_what_later_reads_and_requests_carry():
     from opentelemetry import propagate
 

@@ -8,7 +8,7 @@ import threading
 from collections.abc import Mapping
 from contextvars import Token
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace as otel_trace
@@ -45,6 +45,7 @@ __all__ = ["OTelSession"]
 logger = logging.getLogger(__name__)
 
 _S = TypeVar("_S", bound="OTelSession")
+_BASE_NAME: property = BaseSession.__dict__["name"]
 _get_current = otel_context.get_current
 _attach = otel_context.attach
 _detach = otel_context.detach
@@ -163,6 +164,22 @@ class OTelSession(BaseSession):
         self._meta = metadata  # what BaseSession.__init__(..., **metadata) stores, without repacking the kwargs
         if tracer is not None:
             self._tracer = tracer
+
+    def _rename(self, value: str) -> None:
+        self._name = value
+        prep = self._prep
+        if prep is not None:  # rebuilt with the new name (its uid chain still read meanwhile, see _carried_uids)
+            self._prep = (prep[0], prep[1], prep[2], -1)
+
+    if TYPE_CHECKING:
+
+        @property
+        def name(self) -> str: ...
+        @name.setter
+        def name(self, value: str) -> None: ...
+
+    else:  # session-core's getter itself (no extra call to read it); renaming reaches the baggage and spans
+        name = property(_BASE_NAME.fget, _rename, doc="The session's name (renaming reaches its baggage and spans).")
 
     # -- restoring ---------------------------------------------------------------------------------------
     def _init_backend_from_context(self, ctx: dict[str, Any]) -> None:
