@@ -353,17 +353,18 @@ class OTelSession(BaseSession):
         if token is not None:
             stack = _ACTIVE.get()
             innermost = bool(stack) and stack[-1] is self
-            if not innermost and not any(active is self for active in stack):
-                # Not active in this context (exited in another thread or task): session-core refuses and keeps
-                # the stack as it is; the OTel context and the open span likewise stay for the exit where it is.
-                self._exit_stack()
-                return
-            self._token = None
             span = self._span
             if exc is not None and isinstance(exc, Exception) and span is not None and span.is_recording():
                 _record_exception(span, exc)
-            if innermost or not _hand_over_context(self, stack, token):
-                _detach(token)
+            if innermost or any(active is self for active in stack):
+                self._token = None
+                if innermost or not _hand_over_context(self, stack, token):
+                    _detach(token)
+            elif span is not None:
+                # Exited where it is not active (another thread or task): session-core refuses and keeps the stack
+                # as it is, and the OTel context attached where it is active cannot be detached from here; it stays
+                # for an exit there (ending a non-recording stand-in then). The span ends now, as asked.
+                self._span = NonRecordingSpan(span.get_span_context())
             if span is not None:
                 span.end()
         self._exit_stack()
