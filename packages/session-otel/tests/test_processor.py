@@ -190,3 +190,19 @@ def test_spans_in_a_thread_that_attached_the_sessions_context_carry_its_metadata
     got = _by_name(spans)
     assert [got[f"thread-call-{i}"].attributes["session.metadata.step"] for i in range(3)] == [0, 1, 2]
     assert got["thread-call-2"].attributes["session.id"] == session.uid
+
+
+def test_past_the_sdks_attribute_limit_the_session_attributes_are_the_ones_kept(spans):
+    # The SDK keeps 128 attributes a span, dropping the oldest: the metadata go, session.id and the chain stay.
+    many = {f"k{i:03}": i for i in range(140)}
+    llm = trace.get_tracer("some.llm.instrumentation")
+    with OTelSession("wide", **many) as session:
+        with llm.start_as_current_span("chat"):
+            pass
+    for span in _by_name(spans).values():
+        attrs = dict(span.attributes)
+        assert len(attrs) == 128
+        assert attrs["session.id"] == session.uid
+        assert attrs["session.name"] == "wide"
+        assert attrs["session.uid_chain"] == (session.uid,)
+        assert attrs["session.metadata.k139"] == 139

@@ -97,12 +97,10 @@ def session_attributes(
     uid_chain: Sequence[str],
     metadata_attrs: Mapping[str, AttributeValue] | None = None,
 ) -> dict[str, AttributeValue]:
-    """Every session attribute of a span, with `metadata_attrs` from `metadata_attributes`."""
-    attrs: dict[str, AttributeValue] = {
-        SESSION_ID: uid,
-        SESSION_NAME: text(name),
-        SESSION_UID_CHAIN: tuple(uid_chain),
-    }
-    if metadata_attrs:
-        attrs.update(metadata_attrs)
+    """Every session attribute of a span, with `metadata_attrs` from `metadata_attributes`. The metadata come
+    first: a span over the SDK's attribute limit drops its oldest attributes, and ``session.id`` must stay."""
+    attrs: dict[str, AttributeValue] = dict(metadata_attrs) if metadata_attrs else {}
+    attrs[SESSION_NAME] = text(name)
+    attrs[SESSION_UID_CHAIN] = tuple(uid_chain)
+    attrs[SESSION_ID] = uid
     return attrs

@@ -167,7 +167,7 @@ _templates: dict[tuple[Any, ...], Template] = {}
 def _build_template(name: str, metadata: Any) -> Template:
     name_value, span_name = name_parts(name)
     items = {"session.v": "1", "session.name": name_value, "session.uids": ""}
-    attrs: dict[str, AttributeValue] = {SESSION_ID: "", SESSION_NAME: text(name), SESSION_UID_CHAIN: ()}
+    attrs: dict[str, AttributeValue] = {}
     unserializable: list[str] = []
     for key, value in metadata.items():
         member_key, member, attr_key, attr_value = metadata_entry(key, value)
@@ -177,6 +177,11 @@ def _build_template(name: str, metadata: Any) -> Template:
             unserializable.append(key)
         if attr_value is not None:
             attrs[attr_key] = attr_value
+    # The session's own attributes last (filled per session, in place): over the SDK's attribute limit a span
+    # drops its oldest attributes, and these must stay.
+    attrs[SESSION_NAME] = text(name)
+    attrs[SESSION_UID_CHAIN] = ()
+    attrs[SESSION_ID] = ""
     return items, attrs, span_name, tuple(unserializable)
 
 
