@@ -6,7 +6,7 @@ import base64
 import json
 import logging
 import string
-from urllib.parse import quote_plus, unquote_plus
+from urllib.parse import quote_plus, unquote_plus, urljoin
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -330,8 +330,26 @@ class TestSlug:
     def test_proxied_base_url_keeps_query_and_fragment_out_of_the_path(self):
         url = build_proxied_base_url("https://h:8443/api/v1/?key=1&b=/v1#frag", {"task": 1})
         slug = encode_metadata_slug({"task": 1})
-        assert url == f"https://h:8443/api/meta/{slug}/v1?key=1&b=/v1#frag"
+        assert url == f"https://h:8443/api/meta/{slug}/v1/?key=1&b=/v1#frag"
         assert build_proxied_base_url("http://h?x=1", {}) == "http://h/meta/v1.e30?x=1"
+
+    @pytest.mark.parametrize(
+        ("base", "expected"),
+        [
+            ("http://h/v1/", "http://h/meta/v1.e30/v1/"),
+            ("http://h/v1", "http://h/meta/v1.e30/v1"),
+            ("http://h/api/", "http://h/api/meta/v1.e30/"),
+            ("http://h/api", "http://h/api/meta/v1.e30"),
+            ("http://h/", "http://h/meta/v1.e30/"),
+            ("http://h", "http://h/meta/v1.e30"),
+        ],
+    )
+    def test_proxied_base_url_keeps_a_trailing_slash(self, base, expected):
+        """A base URL given with a trailing '/' keeps it, so relative joining (`urljoin`) still lands under it."""
+        url = build_proxied_base_url(base, {})
+        assert url == expected
+        if base.endswith("/"):
+            assert urljoin(url, "chat/completions") == expected + "chat/completions"
 
     def test_rllm_sdk_slugs_decode(self):
         """rLLM's SDK writes ``rllm1:`` + base64url of sorted compact JSON; its clients keep working."""

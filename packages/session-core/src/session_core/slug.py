@@ -74,11 +74,17 @@ def decode_metadata_slug(slug: str) -> dict[str, Any]:
 
 def build_proxied_base_url(base_url: str, meta: Mapping[str, Any]) -> str:
     """`base_url` with ``/meta/<slug>`` inserted in its path before a trailing ``/v1`` (appended to the path
-    when there is none); a query or fragment stays where it was."""
+    when there is none); a query or fragment stays where it was.
+
+    A trailing ``/`` is kept when `base_url` had one (``http://h/v1/`` gives ``http://h/meta/<slug>/v1/``), so
+    the result joins relative paths as the input did: httpx and the OpenAI SDK add the slash themselves either
+    way, but `urllib.parse.urljoin` without it would replace the last segment."""
     slug = encode_metadata_slug(meta)
     parts = urlsplit(base_url)
     path = parts.path.rstrip("/")
     path = f"{path[:-3]}/meta/{slug}/v1" if path.endswith("/v1") else f"{path}/meta/{slug}"
+    if parts.path.endswith("/"):
+        path += "/"
     return urlunsplit(parts._replace(path=path))
 
 
