@@ -19,6 +19,7 @@ __all__ = [
     "decode_metadata_slug",
     "encode_metadata_slug",
     "extract_metadata_from_path",
+    "find_metadata_segment",
 ]
 
 SLUG_PREFIX = "v1."
@@ -27,6 +28,7 @@ RLLM_SLUG_PREFIX = "rllm1:"
 MAX_SLUG_LENGTH = 6144
 _SLUG_RE = re.compile(r"(?:v1\.|rllm1:)?[A-Za-z0-9_-]*")
 _META_SEGMENT = "/meta/"
+_SLUG_PREFIXES = (SLUG_PREFIX, RLLM_SLUG_PREFIX)
 
 
 def encode_metadata_slug(meta: Mapping[str, Any]) -> str:
@@ -88,17 +90,38 @@ def build_proxied_base_url(base_url: str, meta: Mapping[str, Any]) -> str:
     return urlunsplit(parts._replace(path=path))
 
 
-def extract_metadata_from_path(path: str) -> tuple[str, dict[str, Any]] | None:
-    """``(path without the /meta/<slug> segment, metadata)``, or None when the path has no such segment.
+def find_metadata_segment(path: str) -> tuple[int, int] | None:
+    """``(start, end)`` of the ``/meta/<slug>`` segment of `path` that is ours (``path[start:end]``), else None.
 
-    Raises `ValueError` when the segment is there but its slug is malformed.
+    Each ``/meta/`` is tried in turn. Its segment is ours when it carries a slug prefix (``v1.``, which
+    `encode_metadata_slug` always writes, or rLLM SDK's ``rllm1:``), malformed or not, or when it decodes as an
+    unprefixed slug; anything else (an application's own ``/meta/users`` route) is skipped. Never raises."""
+    at = path.find(_META_SEGMENT)
+    while at >= 0:
+        slug_start = at + len(_META_SEGMENT)
+        end = path.find("/", slug_start)
+        end = len(path) if end < 0 else end
+        slug = path[slug_start:end]
+        if slug.startswith(_SLUG_PREFIXES):
+            return at, end
+        try:
+            decode_metadata_slug(slug)
+        except (ValueError, RecursionError):
+            at = path.find(_META_SEGMENT, at + 1)  # at + 1: "/meta/meta/<slug>" is a route "/meta" + our segment
+        else:
+            return at, end
+    return None
+
+
+def extract_metadata_from_path(path: str) -> tuple[str, dict[str, Any]] | None:
+    """``(path without the /meta/<slug> segment, metadata)``, or None when the path has no such segment of ours.
+
+    Which ``/meta/`` segment is ours: see `find_metadata_segment`. Raises `ValueError` when that segment carries
+    our prefix but its slug is malformed.
     """
-    start = path.find(_META_SEGMENT)
-    if start < 0:
+    found = find_metadata_segment(path)
+    if found is None:
         return None
-    slug_start = start + len(_META_SEGMENT)
-    end = path.find("/", slug_start)
-    slug = path[slug_start:] if end < 0 else path[slug_start:end]
-    meta = decode_metadata_slug(slug)
-    clean = path[:start] + (path[end:] if end >= 0 else "")
-    return (clean or "/"), meta
+    start, end = found
+    meta = decode_metadata_slug(path[start + len(_META_SEGMENT) : end])
+    return (path[:start] + path[end:]) or "/", meta
