@@ -316,6 +316,22 @@ class TestSlug:
         with pytest.raises(ValueError, match=problem):
             decode_metadata_slug(slug)
 
+    @pytest.mark.parametrize(
+        ("meta", "where"),
+        [
+            ({"k": "\ud800"}, "slug metadata['k']"),
+            ({"k": ["ok", {"deep": "a\udfffb"}]}, "slug metadata['k'][1]['deep']"),
+            ({"\udc80": 1}, "slug metadata has a key"),
+        ],
+    )
+    def test_a_lone_surrogate_is_a_value_error_naming_it(self, meta, where):
+        """A lone surrogate cannot be UTF-8 encoded: refused like other metadata a slug cannot carry."""
+        with pytest.raises(ValueError, match="lone surrogate") as caught:
+            encode_metadata_slug(meta)
+        assert type(caught.value) is ValueError and where in str(caught.value)
+        with pytest.raises(ValueError, match="lone surrogate"):
+            build_proxied_base_url("http://h/v1", meta)
+
     def test_proxied_base_url_and_extraction(self):
         url = build_proxied_base_url("http://127.0.0.1:8000/v1", {"task": 1})
         assert url.startswith("http://127.0.0.1:8000/meta/v1.") and url.endswith("/v1")
