@@ -6,7 +6,7 @@ import base64
 import json
 import logging
 import string
-from urllib.parse import quote_plus, unquote_plus
+from urllib.parse import quote_plus, unquote_plus, urljoin, urlsplit
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -316,6 +316,22 @@ class TestSlug:
         with pytest.raises(ValueError, match=problem):
             decode_metadata_slug(slug)
 
+    @pytest.mark.parametrize(
+        ("meta", "where"),
+        [
+            ({"k": "\ud800"}, "slug metadata['k']"),
+            ({"k": ["ok", {"deep": "a\udfffb"}]}, "slug metadata['k'][1]['deep']"),
+            ({"\udc80": 1}, "slug metadata has a key"),
+        ],
+    )
+    def test_a_lone_surrogate_is_a_value_error_naming_it(self, meta, where):
+        """A lone surrogate cannot be UTF-8 encoded: refused like other metadata a slug cannot carry."""
+        with pytest.raises(ValueError, match="lone surrogate") as caught:
+            encode_metadata_slug(meta)
+        assert type(caught.value) is ValueError and where in str(caught.value)
+        with pytest.raises(ValueError, match="lone surrogate"):
+            build_proxied_base_url("http://h/v1", meta)
+
     def test_proxied_base_url_and_extraction(self):
         url = build_proxied_base_url("http://127.0.0.1:8000/v1", {"task": 1})
         assert url.startswith("http://127.0.0.1:8000/meta/v1.") and url.endswith("/v1")
@@ -324,14 +340,51 @@ class TestSlug:
         assert clean == "/v1/chat/completions" and meta == {"task": 1}
         assert extract_metadata_from_path("/v1/chat/completions") is None
         assert build_proxied_base_url("http://h/api", {}).endswith("/api/meta/v1.e30")
-        with pytest.raises(ValueError):
-            extract_metadata_from_path("/meta/%%%/v1")
+        assert extract_metadata_from_path("/meta/%%%/v1") is None  # not a slug: an app's own /meta/ route
 
     def test_proxied_base_url_keeps_query_and_fragment_out_of_the_path(self):
         url = build_proxied_base_url("https://h:8443/api/v1/?key=1&b=/v1#frag", {"task": 1})
         slug = encode_metadata_slug({"task": 1})
-        assert url == f"https://h:8443/api/meta/{slug}/v1?key=1&b=/v1#frag"
+        assert url == f"https://h:8443/api/meta/{slug}/v1/?key=1&b=/v1#frag"
         assert build_proxied_base_url("http://h?x=1", {}) == "http://h/meta/v1.e30?x=1"
+
+    @pytest.mark.parametrize(
+        ("base", "expected"),
+        [
+            ("http://h/v1/", "http://h/meta/v1.e30/v1/"),
+            ("http://h/v1", "http://h/meta/v1.e30/v1"),
+            ("http://h/api/", "http://h/api/meta/v1.e30/"),
+            ("http://h/api", "http://h/api/meta/v1.e30"),
+            ("http://h/", "http://h/meta/v1.e30/"),
+            ("http://h", "http://h/meta/v1.e30"),
+        ],
+    )
+    def test_proxied_base_url_keeps_a_trailing_slash(self, base, expected):
+        """A base URL given with a trailing '/' keeps it, so relative joining (`urljoin`) still lands under it."""
+        url = build_proxied_base_url(base, {})
+        assert url == expected
+        if base.endswith("/"):
+            assert urljoin(url, "chat/completions") == expected + "chat/completions"
+
+    def test_an_apps_own_meta_route_is_not_a_slug(self):
+        """A ``/meta/`` segment whose next segment is neither a slug nor prefixed like one is the app's own route:
+        left alone, and a slug of ours further on is still found."""
+        slug = encode_metadata_slug({"task": 1})
+        assert extract_metadata_from_path("/api/meta/users/x") is None
+        assert extract_metadata_from_path("/meta/users") is None
+        assert extract_metadata_from_path("/meta/") is None
+        assert extract_metadata_from_path(f"/api/meta/users/meta/{slug}/v1") == ("/api/meta/users/v1", {"task": 1})
+        assert extract_metadata_from_path(f"/meta/meta/{slug}") == ("/meta", {"task": 1})
+        base = build_proxied_base_url("http://h/meta/api/v1", {"task": 1})
+        assert extract_metadata_from_path(urlsplit(base).path + "/models") == ("/meta/api/v1/models", {"task": 1})
+
+    @pytest.mark.parametrize("segment", ["v1.bm90LWpzb24", "v1.", "v1.!!", "rllm1:WzFd"])
+    def test_a_malformed_slug_of_ours_still_raises(self, segment):
+        """A segment carrying our prefix is ours: malformed, it raises, even behind an app's own /meta/ route."""
+        with pytest.raises(ValueError, match="metadata slug"):
+            extract_metadata_from_path(f"/meta/{segment}/v1")
+        with pytest.raises(ValueError, match="metadata slug"):
+            extract_metadata_from_path(f"/api/meta/users/meta/{segment}/v1")
 
     def test_rllm_sdk_slugs_decode(self):
         """rLLM's SDK writes ``rllm1:`` + base64url of sorted compact JSON; its clients keep working."""

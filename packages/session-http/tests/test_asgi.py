@@ -211,6 +211,34 @@ def test_a_refused_reference_tells_the_caller_nothing_about_the_storage(serve_as
     assert "private-name" not in body and str(tmp_path) not in body and "Sqlite" not in body
 
 
+def test_a_slug_behind_an_apps_own_meta_route_is_read(serve_asgi, probe_apps, fetch_json):
+    """A service mounted under a route named ``meta``: its ``/meta/api`` is left, the slug after it is ours."""
+    storage = InMemoryStorage()
+    server = serve_asgi(SessionMiddleware(probe_apps[0], storage=storage, strict=True))
+    with ContextVarSession("mounted", storage=storage, arm="c") as root:
+        base = build_proxied_base_url(server.url + "/meta/api/v1", assemble_routing_metadata())
+    status, info = fetch_json(base + "/models/record")
+    assert status == 200 and info["path"] == "/meta/api/v1/models/record"
+    assert info["raw_path"] == "/meta/api/v1/models/record" and info["metadata"] == {"arm": "c"}
+    assert [t.input for t in root.llm_calls] == ["/meta/api/v1/models/record"]
+    # the app's own "e30x" starts like the unprefixed slug "e30" after it: only the slug's segment is stripped
+    status, info = fetch_json(server.url + "/meta/e30x/meta/e30/v1/models")
+    assert status == 200 and info["path"] == info["raw_path"] == "/meta/e30x/v1/models" and info["metadata"] == {}
+
+
+@pytest.mark.parametrize("strict", [False, True])
+def test_a_malformed_slug_behind_an_apps_own_meta_route_is_refused(serve_asgi, probe_apps, fetch_json, caplog, strict):
+    caplog.set_level(logging.WARNING)
+    server = serve_asgi(SessionMiddleware(probe_apps[0], strict=strict))
+    status, info = fetch_json(server.url + "/meta/api/meta/v1.bm90LWpzb24/v1/models")
+    warnings = [r.getMessage() for r in caplog.records if r.name.startswith("session_http")]
+    assert len(warnings) == 1 and "slug" in warnings[0]
+    if strict:
+        assert status == 400 and "invalid session context" in info
+    else:
+        assert status == 200 and info["path"] == "/meta/api/v1/models" and info["session"] is None
+
+
 @pytest.mark.parametrize("strict", [False, True])
 def test_malformed_slug_is_refused_and_stripped(serve_asgi, probe_apps, fetch_json, caplog, strict):
     caplog.set_level(logging.WARNING)

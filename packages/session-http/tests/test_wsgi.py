@@ -48,6 +48,18 @@ def test_slug_rewrites_path_info_and_request_uri(serve_wsgi, probe_apps, fetch_j
     assert [t.input for t in root.llm_calls] == ["/v1/chat/completions/record"]
 
 
+def test_a_slug_behind_an_apps_own_meta_route_rewrites_the_right_segment(serve_wsgi, probe_apps, fetch_json):
+    server = serve_wsgi(SessionWSGIMiddleware(probe_apps[1]))
+    with ContextVarSession("mounted", arm="c"):
+        base = build_proxied_base_url(server.url + "/meta/e30x/v1", assemble_routing_metadata())
+    _, info = fetch_json(base + "/models?x=1")
+    assert info["path"] == "/meta/e30x/v1/models" and info["raw_path"] == "/meta/e30x/v1/models?x=1"
+    assert info["metadata"] == {"arm": "c"}
+    # the app's own "e30x" starts like the unprefixed slug "e30" after it: only the slug's segment is stripped
+    _, info = fetch_json(server.url + "/meta/e30x/meta/e30/v1/models?x=1")
+    assert info["path"] == "/meta/e30x/v1/models" and info["raw_path"] == "/meta/e30x/v1/models?x=1"
+
+
 def test_streamed_body_is_produced_inside_the_session_and_the_thread_stays_clean(serve_wsgi, fetch_json):
     after: list[Any] = []
 

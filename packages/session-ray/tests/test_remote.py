@@ -315,6 +315,35 @@ def test_process_local_storage_is_refused_at_remote_time() -> None:
             actor.work.remote("never")
 
 
+def _record_plain(label: str) -> str | None:
+    record_trace(name=label)
+    return get_current_session_name()
+
+
+class _PlainRecorder:
+    def work(self, label: str) -> None:
+        record_trace(name=label)
+
+
+def test_a_process_local_entrypoint_storage_is_refused_before_it_reaches_ray(storage: Any) -> None:
+    """``ray_entrypoint(storage=InMemoryStorage())`` cannot travel to a worker (it would be a copy, its traces
+    lost): a clear `StorageNotAddressable` in the caller, not Ray's pickling `TypeError`; it names the fix."""
+    local = session_ray.ray_entrypoint(_record_plain, storage=InMemoryStorage())
+    with ContextVarSession("sender", storage=storage) as session:
+        ctx = session.to_context()
+    plain = ray.remote(max_retries=0)(local)  # Ray pickles the function, storage and all, at the first .remote()
+    with pytest.raises(StorageNotAddressable, match="cannot travel to Ray workers") as info:
+        plain.remote("never", _session_ctx=ctx)
+    assert "storage with a URL" in str(info.value) and "SqliteSessionStorage" in str(info.value)
+    with pytest.raises(StorageNotAddressable, match="cannot travel to Ray workers"):
+        session_ray.remote(local)  # session_ray.remote knows at once
+    method = session_ray.ray_entrypoint(storage=InMemoryStorage())(_PlainRecorder.work)
+    with pytest.raises(StorageNotAddressable, match="cannot travel to Ray workers"):
+        session_ray.remote(type("Recorder", (), {"work": method}))
+    assert local("in-process", _session_ctx=ctx) == "sender"  # in this process the storage still works
+    assert session.llm_calls == []
+
+
 def test_context_without_reachable_storage_fails_in_the_task() -> None:
     ctx = {"v": 1, "name": "lost", "uid_chain": ["abc"], "metadata": {}}
     with pytest.raises(ray.exceptions.RayTaskError) as info:

@@ -19,6 +19,7 @@ __all__ = [
     "decode_metadata_slug",
     "encode_metadata_slug",
     "extract_metadata_from_path",
+    "find_metadata_segment",
 ]
 
 SLUG_PREFIX = "v1."
@@ -27,6 +28,8 @@ RLLM_SLUG_PREFIX = "rllm1:"
 MAX_SLUG_LENGTH = 6144
 _SLUG_RE = re.compile(r"(?:v1\.|rllm1:)?[A-Za-z0-9_-]*")
 _META_SEGMENT = "/meta/"
+_SURROGATE = re.compile("[\ud800-\udfff]")
+_SLUG_PREFIXES = (SLUG_PREFIX, RLLM_SLUG_PREFIX)
 
 
 def encode_metadata_slug(meta: Mapping[str, Any]) -> str:
@@ -37,10 +40,39 @@ def encode_metadata_slug(meta: Mapping[str, Any]) -> str:
         body = json.dumps(json_safe(meta, "slug metadata"), separators=(",", ":"), ensure_ascii=False)
     except UnserializableMetadata as exc:
         raise ValueError(str(exc)) from exc
-    slug = SLUG_PREFIX + base64.urlsafe_b64encode(body.encode()).rstrip(b"=").decode()
+    try:
+        raw = body.encode()
+    except UnicodeEncodeError:  # a lone surrogate: refused like other metadata a slug cannot carry
+        problem = _surrogate_problem(meta, "slug metadata") or "slug metadata holds text UTF-8 cannot encode"
+        raise ValueError(problem) from None
+    slug = SLUG_PREFIX + base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
     if len(slug) > MAX_SLUG_LENGTH:
         raise ValueError(f"metadata slug is {len(slug)} characters, over the limit of {MAX_SLUG_LENGTH}")
     return slug
+
+
+def _surrogate_problem(value: Any, where: str) -> str:
+    """What and where the first lone surrogate in `value` (JSON-safe metadata) is, as an error message."""
+    if isinstance(value, str):
+        char = _SURROGATE.search(value)
+        if char is not None:
+            return (
+                f"{where} holds a lone surrogate {char.group()!r}, which UTF-8 cannot encode "
+                "(text decoded with errors='surrogateescape'?); pass valid Unicode text"
+            )
+    elif isinstance(value, Mapping):
+        for key, item in value.items():
+            if _SURROGATE.search(key):
+                return f"{where} has a key {key!r} holding a lone surrogate, which UTF-8 cannot encode"
+            found = _surrogate_problem(item, f"{where}[{key!r}]")
+            if found:
+                return found
+    elif isinstance(value, (list, tuple)):
+        for i, item in enumerate(value):
+            found = _surrogate_problem(item, f"{where}[{i}]")
+            if found:
+                return found
+    return ""
 
 
 def decode_metadata_slug(slug: str) -> dict[str, Any]:
@@ -74,25 +106,52 @@ def decode_metadata_slug(slug: str) -> dict[str, Any]:
 
 def build_proxied_base_url(base_url: str, meta: Mapping[str, Any]) -> str:
     """`base_url` with ``/meta/<slug>`` inserted in its path before a trailing ``/v1`` (appended to the path
-    when there is none); a query or fragment stays where it was."""
+    when there is none); a query or fragment stays where it was.
+
+    A trailing ``/`` is kept when `base_url` had one (``http://h/v1/`` gives ``http://h/meta/<slug>/v1/``), so
+    the result joins relative paths as the input did: httpx and the OpenAI SDK add the slash themselves either
+    way, but `urllib.parse.urljoin` without it would replace the last segment."""
     slug = encode_metadata_slug(meta)
     parts = urlsplit(base_url)
     path = parts.path.rstrip("/")
     path = f"{path[:-3]}/meta/{slug}/v1" if path.endswith("/v1") else f"{path}/meta/{slug}"
+    if parts.path.endswith("/"):
+        path += "/"
     return urlunsplit(parts._replace(path=path))
 
 
-def extract_metadata_from_path(path: str) -> tuple[str, dict[str, Any]] | None:
-    """``(path without the /meta/<slug> segment, metadata)``, or None when the path has no such segment.
+def find_metadata_segment(path: str) -> tuple[int, int] | None:
+    """``(start, end)`` of the ``/meta/<slug>`` segment of `path` that is ours (``path[start:end]``), else None.
 
-    Raises `ValueError` when the segment is there but its slug is malformed.
+    Each ``/meta/`` is tried in turn. Its segment is ours when it carries a slug prefix (``v1.``, which
+    `encode_metadata_slug` always writes, or rLLM SDK's ``rllm1:``), malformed or not, or when it decodes as an
+    unprefixed slug; anything else (an application's own ``/meta/users`` route) is skipped. Never raises."""
+    at = path.find(_META_SEGMENT)
+    while at >= 0:
+        slug_start = at + len(_META_SEGMENT)
+        end = path.find("/", slug_start)
+        end = len(path) if end < 0 else end
+        slug = path[slug_start:end]
+        if slug.startswith(_SLUG_PREFIXES):
+            return at, end
+        try:
+            decode_metadata_slug(slug)
+        except (ValueError, RecursionError):
+            at = path.find(_META_SEGMENT, at + 1)  # at + 1: "/meta/meta/<slug>" is a route "/meta" + our segment
+        else:
+            return at, end
+    return None
+
+
+def extract_metadata_from_path(path: str) -> tuple[str, dict[str, Any]] | None:
+    """``(path without the /meta/<slug> segment, metadata)``, or None when the path has no such segment of ours.
+
+    Which ``/meta/`` segment is ours: see `find_metadata_segment`. Raises `ValueError` when that segment carries
+    our prefix but its slug is malformed.
     """
-    start = path.find(_META_SEGMENT)
-    if start < 0:
+    found = find_metadata_segment(path)
+    if found is None:
         return None
-    slug_start = start + len(_META_SEGMENT)
-    end = path.find("/", slug_start)
-    slug = path[slug_start:] if end < 0 else path[slug_start:end]
-    meta = decode_metadata_slug(slug)
-    clean = path[:start] + (path[end:] if end >= 0 else "")
-    return (clean or "/"), meta
+    start, end = found
+    meta = decode_metadata_slug(path[start + len(_META_SEGMENT) : end])
+    return (path[:start] + path[end:]) or "/", meta

@@ -3,7 +3,8 @@
 A segment is ours when it decodes as a metadata slug, or when it carries the ``v1.`` prefix that
 `session_core.encode_metadata_slug` always writes or rLLM SDK's ``rllm1:`` (then a decoding failure is a
 malformed slug, reported).
-Anything else under ``/meta/`` (an application's own ``/meta/users`` route) is left alone.
+Anything else under ``/meta/`` (an application's own ``/meta/users`` route) is left alone, and a segment of
+ours after it (``/meta/users/meta/v1.…``) is still found.
 """
 
 from __future__ import annotations
@@ -11,12 +12,12 @@ from __future__ import annotations
 from typing import Any, NamedTuple
 from urllib.parse import quote
 
-from session_core import extract_metadata_from_path
+from session_core import decode_metadata_slug
+from session_core.slug import find_metadata_segment
 
 __all__ = ["META_SEGMENT", "PathSlug", "drop_segment", "find_path_slug", "raw_path_without"]
 
 META_SEGMENT = "/meta/"
-_SLUG_PREFIXES = ("v1.", "rllm1:")
 _PATH_SAFE = "/:@!$&'()*+,;=-._~"
 
 
@@ -29,37 +30,30 @@ class PathSlug(NamedTuple):
     error: str | None  # why the slug is malformed
 
 
-def _segment(path: str) -> tuple[str, str]:
-    start = path.find(META_SEGMENT)
-    slug_start = start + len(META_SEGMENT)
-    end = path.find("/", slug_start)
-    segment = path[slug_start:] if end < 0 else path[slug_start:end]
-    clean = path[:start] + (path[end:] if end >= 0 else "")
-    return segment, clean or "/"
-
-
 def find_path_slug(path: str) -> PathSlug | None:
-    """The first ``/meta/<slug>`` segment of `path` when it is ours, else None. Never raises."""
-    if META_SEGMENT not in path:
-        return None
-    try:
-        found = extract_metadata_from_path(path)
-    except (ValueError, RecursionError) as exc:
-        segment, clean = _segment(path)
-        if not segment.startswith(_SLUG_PREFIXES):
-            return None
-        return PathSlug(clean, segment, None, f"malformed metadata slug in the path: {exc}")
+    """The ``/meta/<slug>`` segment of `path` that is ours (`session_core.slug.find_metadata_segment`), else
+    None. Never raises."""
+    found = find_metadata_segment(path)
     if found is None:
         return None
-    segment, _ = _segment(path)
-    clean, metadata = found
+    start, end = found
+    segment = path[start + len(META_SEGMENT) : end]
+    clean = (path[:start] + path[end:]) or "/"
+    try:
+        metadata = decode_metadata_slug(segment)
+    except (ValueError, RecursionError) as exc:
+        return PathSlug(clean, segment, None, f"malformed metadata slug in the path: {exc}")
     return PathSlug(clean, segment, metadata, None)
 
 
 def drop_segment(uri: str, segment: str) -> str | None:
-    """`uri` (a raw request URI, maybe with a query) without ``/meta/<segment>``; None when it is not there."""
+    """`uri` (a raw request URI, maybe with a query) without ``/meta/<segment>``; None when it is not there.
+
+    Only a whole segment matches: ``/meta/e30`` is not taken out of an app's own ``/meta/e30x``."""
     needle = META_SEGMENT + segment
     at = uri.find(needle)
+    while at >= 0 and uri[at + len(needle) : at + len(needle) + 1] not in ("", "/", "?", "#"):
+        at = uri.find(needle, at + 1)
     if at < 0:
         return None
     rest = uri[at + len(needle) :]

@@ -14,9 +14,10 @@ import sys
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Generator
 from typing import Any, TypeVar, overload
 
+from session_core import StorageNotAddressable
 from session_ray.worker import CONTEXT_KWARG, LEGACY_CONTEXT_KWARG, restore_for_call
 
-__all__ = ["entrypoint_target", "make_wrapper", "ray_entrypoint"]
+__all__ = ["entrypoint_target", "make_wrapper", "ray_entrypoint", "refuse_process_local"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -65,10 +66,51 @@ def _where(fn: Callable[..., Any]) -> str:
     return f"session_ray ({getattr(fn, '__qualname__', repr(fn))})"
 
 
+def _local_storage_error(storage: Any, where: str) -> StorageNotAddressable:
+    return StorageNotAddressable(
+        f"{where}: ray_entrypoint(storage={storage!r}) is a storage object in this process only (it has no URL), "
+        "so it cannot travel to Ray workers or other processes: each would write to its own copy and the traces "
+        "would be lost. Pass a storage with a URL that every worker can open instead, e.g. "
+        "storage=session_storage_sql.SqliteSessionStorage('traces.db') or storage='sqlite:///traces.db' "
+        "(PostgreSQL for clusters spanning machines), or leave storage= out to use the session's own storage."
+    )
+
+
+class _ProcessLocal:
+    """A ``storage=`` object without a URL, as a wrapper holds it: used as is in this process; pickling it (Ray
+    does, with the function, at the first ``.remote()``) raises `StorageNotAddressable` saying what to use."""
+
+    __slots__ = ("storage", "where")
+
+    def __init__(self, storage: Any, where: str) -> None:
+        self.storage = storage
+        self.where = where
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        raise _local_storage_error(self.storage, self.where)
+
+
+def _hold(storage: Any, where: str) -> Any:
+    if storage is None or isinstance(storage, str) or getattr(storage, "url", None):
+        return storage
+    return _ProcessLocal(storage, where)
+
+
+def _unhold(storage: Any) -> Any:
+    return storage.storage if isinstance(storage, _ProcessLocal) else storage
+
+
+def refuse_process_local(fn: Callable[..., Any]) -> None:
+    """Raise `StorageNotAddressable` when `fn` is a `ray_entrypoint` whose ``storage=`` object has no URL."""
+    mark = getattr(fn, _MARK, None)
+    if mark is not None and isinstance(mark[1], _ProcessLocal):
+        raise _local_storage_error(mark[1].storage, mark[1].where)
+
+
 def _run(fn: Callable[..., Any], ctx: Any, storage: Any, where: str, args: Any, kwargs: Any) -> Any:
     if ctx is None:
         return fn(*args, **kwargs)
-    with restore_for_call(ctx, storage, where=where):
+    with restore_for_call(ctx, _unhold(storage), where=where):
         return fn(*args, **kwargs)
 
 
@@ -76,7 +118,7 @@ def _isolated(ctx: Any, storage: Any, where: str) -> tuple[Callable[..., Any], A
     """The `run` of a new `contextvars.Context`, and the session restored from `ctx` and entered in it (None
     without a context)."""
     run = contextvars.copy_context().run
-    session = run(restore_for_call, ctx, storage, where=where) if ctx is not None else None
+    session = run(restore_for_call, ctx, _unhold(storage), where=where) if ctx is not None else None
     if session is not None:
         run(session.__enter__)
     return run, session
@@ -175,6 +217,7 @@ def make_wrapper(
     """
     kind = _kind(fn)
     where = _where(fn)
+    storage = _hold(storage, where)  # what the wrapper's closure carries when Ray pickles it
     wrapper: Callable[..., Any]
 
     if kind == "async":
@@ -183,7 +226,7 @@ def make_wrapper(
             ctx = _session_ctx if _session_ctx is not None else _otel_ctx
             if ctx is None:
                 return await fn(*args, **kwargs)
-            async with restore_for_call(ctx, storage, where=where):
+            async with restore_for_call(ctx, _unhold(storage), where=where):
                 return await fn(*args, **kwargs)
 
         wrapper = async_wrapper
@@ -252,7 +295,7 @@ def entrypoint_target(fn: Callable[..., Any]) -> tuple[Callable[..., Any], Any, 
     mark = getattr(fn, _MARK, None)
     if mark is not None:
         original, storage = mark
-        return original, storage, storage is not None
+        return original, _unhold(storage), storage is not None
     return fn, None, False
 
 
@@ -269,7 +312,9 @@ def ray_entrypoint(fn: Callable[..., Any] | None = None, /, *, storage: Any = No
 
     Traces go to `storage` (a storage object or URL) when given, else the context's storage, opened by URL
     once per process. Called without a context, `fn` runs unchanged. Works for sync and async functions, with
-    Ray (``ray.remote(ray_entrypoint(fn))``), plain calls and `multiprocessing` alike.
+    Ray (``ray.remote(ray_entrypoint(fn))``), plain calls and `multiprocessing` alike. A `storage` object without
+    a URL (`InMemoryStorage`) serves this process only: the function then refuses to be pickled for Ray with
+    `StorageNotAddressable`, and `session_ray.remote` refuses it at once.
     """
     if fn is None:
         return functools.partial(ray_entrypoint, storage=storage)

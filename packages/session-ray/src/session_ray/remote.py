@@ -18,7 +18,7 @@ from typing import Any, overload
 from session_core import MissingOptionalDependency
 from session_ray.capture import compose, inject_checked, inject_unchecked, with_context
 from session_ray.client import client_mode, follow_client_calls, session_client_handle
-from session_ray.entrypoint import entrypoint_target, make_wrapper
+from session_ray.entrypoint import entrypoint_target, make_wrapper, refuse_process_local
 
 __all__ = ["SessionActorClass", "remote"]
 
@@ -41,6 +41,7 @@ def _decorate(wrapper: Callable[..., Any], fn: Callable[..., Any], checked: bool
 
 def task_function(fn: Callable[..., Any]) -> Callable[..., Any]:
     """The worker-side function `remote` hands to ``ray.remote`` for the task `fn`."""
+    refuse_process_local(fn)
     original, storage, own = entrypoint_target(fn)
     wrapper = make_wrapper(original, storage=storage, isolate=True)
     _decorate(wrapper, original, checked=not own)
@@ -75,6 +76,7 @@ def session_actor_class(cls: type) -> type:
     """A subclass of `cls` whose methods restore the caller's context, for ``ray.remote`` to turn into an actor."""
     namespace: dict[str, Any] = {}
     for name, method in _methods(cls).items():
+        refuse_process_local(method)
         original, storage, own = entrypoint_target(method)
         wrapper = make_wrapper(original, storage=storage, isolate=True, keep_wrapped=False)
         if name == "__init__" and original is _default_init:
