@@ -213,3 +213,18 @@ def test_list_sessions_matches_integers_beyond_64_bits(storage: Any) -> None:
     assert [r.uid for r in storage.list_sessions(metadata={"seed": 2**70, "neg": -(2**64), "small": 3})] == [s.uid]
     assert storage.list_sessions(metadata={"seed": 2**70 + 1}) == []
     assert storage.list_sessions(metadata={"small": 2**70}, limit=1) == []
+
+
+def test_a_session_row_follows_every_metadata_change_json_can_tell_apart(storage: Any) -> None:
+    """The storage skips rewriting a session row it already wrote with the same values; "the same" is JSON's
+    sameness (True is not 1), and a nested value changed in place is a change."""
+    with ContextVarSession("flagged", storage=storage, flag=1, flags=[1], nested={"k": 1}) as s:
+        record_trace(name="first")
+        s.metadata["flag"] = True
+        s.metadata["flags"].append(2)
+        s.metadata["nested"]["k"] = 2
+        record_trace(name="second")
+    assert storage.get_session(s.uid).metadata == {"flag": True, "flags": [1, 2], "nested": {"k": 2}}
+    assert type(storage.get_session(s.uid).metadata["flag"]) is bool
+    assert [r.uid for r in storage.list_sessions(metadata={"flag": True})] == [s.uid]
+    assert storage.list_sessions(metadata={"flag": 1}) == []

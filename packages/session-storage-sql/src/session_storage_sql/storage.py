@@ -58,6 +58,7 @@ _MAX_DEPTH = 64  # session_core's limit on chain depth: walking up parent links 
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1  # the integers SQLite takes as parameters
 
 SessionInfo = tuple[str | None, dict[str, Any] | None]
+KnownSession = tuple[str | None, str | None]  # name and metadata JSON of a session row this process wrote
 
 _live: weakref.WeakSet[SqlSessionStorage] = weakref.WeakSet()
 _seq_lock = threading.Lock()
@@ -163,7 +164,7 @@ class SqlSessionStorage:
         self._lock = threading.RLock()
         # A shared in-memory SQLite connection must be used by one thread at a time.
         self._serial: threading.Lock | None = threading.Lock() if parsed.is_memory else None
-        self._known: dict[str, SessionInfo] = {}
+        self._known: dict[str, KnownSession] = {}
         if engine is not None and self._sqlite:
             configure_sqlite_engine(engine, busy_timeout=self._busy_timeout)
         _live.add(self)
@@ -349,7 +350,7 @@ class SqlSessionStorage:
             if i == last and innermost_name is not None:
                 name = innermost_name
             seen = known.get(uid)
-            if seen is not None and (name is None or name == seen[0]) and (meta is None or meta == seen[1]):
+            if seen is not None and (name is None or name == seen[0]) and (meta is None or to_json(meta) == seen[1]):
                 continue
             rows.append(
                 (
@@ -366,13 +367,15 @@ class SqlSessionStorage:
         return rows
 
     def _remember(self, rows: Iterable[tuple[Any, ...]]) -> None:
+        """Note the name and metadata written for each row's session: metadata as its JSON, a snapshot that tells
+        True from 1 (Python's == does not) and that a nested value changed in place since cannot alter."""
         known = self._known
         if len(known) > _KNOWN_LIMIT:
             known.clear()
         for row in rows:
             uid, name, meta = row[0], row[4], row[5]
             old_name, old_meta = known.get(uid, (None, None))
-            known[uid] = (name if name is not None else old_name, meta if meta is not None else old_meta)
+            known[uid] = (name if name is not None else old_name, to_json(meta) if meta is not None else old_meta)
 
     # -- the SessionStorage protocol ---------------------------------------------------------------------
     def add_trace(self, session_uid_chain: Sequence[str], session_name: str, trace: Trace) -> None:
