@@ -228,3 +228,21 @@ def test_a_session_row_follows_every_metadata_change_json_can_tell_apart(storage
     assert type(storage.get_session(s.uid).metadata["flag"]) is bool
     assert [r.uid for r in storage.list_sessions(metadata={"flag": True})] == [s.uid]
     assert storage.list_sessions(metadata={"flag": 1}) == []
+
+
+def test_list_sessions_finds_metadata_values_the_row_had_to_store_differently(storage: Any) -> None:
+    """A session row holds NaN as "NaN", NUL as U+FFFD on PostgreSQL; querying by the value that was recorded
+    finds the session on both databases (it raised StorageError on PostgreSQL, and SQLite's json_extract ends a
+    string at NUL). A key that is not a string is refused by name."""
+    with ContextVarSession("odd", storage=storage, k="x\x00y", r=float("nan"), s="a\udc80b", n=1) as s:
+        s.metadata["\x00key\udc80"] = 2
+        record_trace(name="kept")
+    assert [r.uid for r in storage.list_sessions(metadata={"k": "x\x00y"})] == [s.uid]
+    assert [r.uid for r in storage.list_sessions(metadata={"k": "x\x00y", "n": 1}, limit=1)] == [s.uid]
+    assert [r.uid for r in storage.list_sessions(metadata={"r": float("nan")})] == [s.uid]
+    assert [r.uid for r in storage.list_sessions(metadata={"s": "a\udc80b"})] == [s.uid]
+    assert [r.uid for r in storage.list_sessions(metadata={"\x00key\udc80": 2})] == [s.uid]
+    assert storage.list_sessions(metadata={"k": "x\x00z"}) == []
+    assert storage.list_sessions(metadata={"k": "x"}) == []
+    with pytest.raises(TypeError, match="metadata keys"):
+        storage.list_sessions(metadata={1: "x"})

@@ -116,6 +116,12 @@ def _timestamp(value: float | datetime.datetime | None, what: str) -> float | No
     raise TypeError(f"{what} must be a datetime or unix seconds, got {type(value).__name__}")
 
 
+def _sqlite_comparable(text: str) -> bool:
+    """Whether SQLite can compare `text` with a JSON string: json_extract ends a string at NUL, and a lone
+    surrogate cannot be a parameter (no UTF-8 encoding exists). Such values are compared in Python."""
+    return "\x00" not in text and storable_text(text, postgresql=False) == text
+
+
 def _same_json(a: Any, b: Any) -> bool:
     """JSON equality where True and 1 differ (Python's == says they are equal)."""
     if isinstance(a, bool) or isinstance(b, bool):
@@ -559,6 +565,11 @@ class SqlSessionStorage:
         wanted = dict(metadata or {})
         exact = True
         if wanted:
+            bad = next((k for k in wanted if not isinstance(k, str)), None)
+            if bad is not None:
+                raise TypeError(f"metadata keys are strings (session metadata is JSON), got {bad!r}")
+            # As the session rows hold them (NaN as "NaN"; NUL as U+FFFD on PostgreSQL): see column_json.
+            wanted = json.loads(column_json(wanted, postgresql=not self._sqlite))
             condition, exact = self._metadata_filter(wanted)
             query = query.where(condition)
         if newest_first:
@@ -596,7 +607,7 @@ class SqlSessionStorage:
         condition: ColumnElement[bool] = true()
         exact = True
         for key, value in wanted.items():
-            if '"' in key or "\\" in key:
+            if '"' in key or "\\" in key or not _sqlite_comparable(key):
                 exact = False
                 continue
             path = f'$."{key}"'
@@ -606,7 +617,11 @@ class SqlSessionStorage:
             elif isinstance(value, bool):
                 condition = condition & (kind == ("true" if value else "false"))
             elif isinstance(value, str):
-                condition = condition & (kind == "text") & (func.json_extract(column, path) == value)
+                condition = condition & (kind == "text")
+                if _sqlite_comparable(value):
+                    condition = condition & (func.json_extract(column, path) == value)
+                else:
+                    exact = False
             elif isinstance(value, (int, float)):
                 condition = condition & kind.in_(("integer", "real"))
                 if isinstance(value, float) or _INT64_MIN <= value <= _INT64_MAX:
