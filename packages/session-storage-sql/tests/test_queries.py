@@ -246,3 +246,17 @@ def test_list_sessions_finds_metadata_values_the_row_had_to_store_differently(st
     assert storage.list_sessions(metadata={"k": "x"}) == []
     with pytest.raises(TypeError, match="metadata keys"):
         storage.list_sessions(metadata={1: "x"})
+
+
+def test_save_context_stores_an_active_parent_whose_name_and_metadata_hold_nul(storage: Any) -> None:
+    """The parent's row written by `save_context` goes through the same conversion as every other session row
+    (it raised StorageError on PostgreSQL, whose text and jsonb cannot hold NUL)."""
+    with ContextVarSession("p\x00q", storage=storage, k="a\x00b") as parent:
+        with ContextVarSession("child") as child:
+            ctx = child.to_context()
+            storage.save_context(ctx)
+    assert storage.load_context(child.uid) == ctx
+    nul = "\ufffd" if storage.dialect == "postgresql" else "\x00"
+    record = storage.get_session(parent.uid)
+    assert (record.name, record.metadata) == (f"p{nul}q", {"k": f"a{nul}b"})
+    assert [r.uid for r in storage.list_sessions(name="p\x00q")] == [parent.uid]

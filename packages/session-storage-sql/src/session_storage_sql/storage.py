@@ -504,9 +504,19 @@ class SqlSessionStorage:
         }
         upsert_ancestor, save = session_upserts(self._tables, self._parsed.dialect)
 
+        pg = not self._sqlite
+        ancestor_rows = [  # as add_traces writes them: text and strict JSON the database can hold
+            {
+                **dict(zip(SESSION_COLUMNS, r)),
+                "name": self._text(r[4]),
+                "metadata": None if r[5] is None else json.loads(column_json(r[5], postgresql=pg)),
+            }
+            for r in ancestors
+        ]
+
         def op(conn: Connection) -> None:
-            if ancestors:
-                conn.execute(upsert_ancestor, [dict(zip(SESSION_COLUMNS, r)) for r in ancestors])
+            if ancestor_rows:
+                conn.execute(upsert_ancestor, ancestor_rows)
             conn.execute(save, row)
 
         self._run("save_context", op, write=True)
