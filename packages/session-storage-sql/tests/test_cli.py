@@ -427,6 +427,22 @@ def test_a_missing_database_is_an_error_and_is_never_created(
     assert_user_error(run(capsys, "--db", str(tmp_path), "ls"), "is a directory")
 
 
+def test_a_sqlite_uri_is_opened_read_only_too(db: Db, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A ``sqlite:///file:...`` URI is opened as given, but read-only: a mistyped one created an empty file (and
+    an existing non-WAL database was switched to WAL)."""
+    missing = tmp_path / "typo.db"
+    result = run(capsys, "--db", f"sqlite:///file:{missing}?uri=true", "ls")
+    assert result[0] == 2 and "cannot open" in result[2]
+    assert not missing.exists()
+    with sqlite3.connect(db.path) as conn:
+        conn.execute("PRAGMA journal_mode = DELETE")
+    conn.close()
+    before = hashlib.sha256(db.path.read_bytes()).hexdigest()
+    assert run(capsys, "--db", f"sqlite:///file:{db.path}?uri=true&mode=rwc", "ls")[0] == 0
+    assert hashlib.sha256(db.path.read_bytes()).hexdigest() == before
+    assert not Path(f"{db.path}-wal").exists()
+
+
 def test_files_that_are_not_session_databases(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     text = tmp_path / "notes.txt"
     text.write_text("hello, not a database\n" * 100)
