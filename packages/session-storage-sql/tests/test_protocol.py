@@ -282,6 +282,22 @@ def test_relative_sqlite_urls_become_absolute(tmp_path: Path, monkeypatch: pytes
     assert repr(SqliteSessionStorage("x.db")) == f"SqliteSessionStorage(db_path={str(tmp_path / 'x.db')!r})"
 
 
+def test_a_relative_sqlite_uri_becomes_absolute(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``sqlite:///file:rel.db?uri=true`` is relative to the working directory like ``sqlite:///rel.db``: its
+    ``storage.url`` kept it relative, so a process elsewhere (a worker, a service) wrote to another file."""
+    (tmp_path / "a b%").mkdir()
+    monkeypatch.chdir(tmp_path / "a b%")
+    storage = SqlSessionStorage("sqlite:///file:rel.db?uri=true")
+    storage.add_trace(["r"], "n", Trace(name="here"))
+    assert storage.url is not None and storage.url.startswith("sqlite:///file:/")
+    monkeypatch.chdir(tmp_path)
+    elsewhere = SqlSessionStorage(storage.url)
+    assert [t.name for t in elsewhere.get_traces("r")] == ["here"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a b%"]
+    elsewhere.close()
+    storage.close()
+
+
 def test_default_session_storage_comes_from_the_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     url = f"sqlite:///{tmp_path / 'env.db'}"
     monkeypatch.setenv("SESSION_STORAGE_URL", url)
