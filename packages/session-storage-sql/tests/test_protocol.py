@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import pickle
 import sqlite3
+import subprocess
+import sys
 import uuid
 from pathlib import Path
 from typing import Any
@@ -257,6 +259,54 @@ def test_in_memory_sqlite_is_shared_by_threads_but_not_addressable() -> None:
     assert len(storage.get_traces("m")) == 40
     with pytest.raises(TypeError, match="cannot be pickled"):
         pickle.dumps(storage)
+
+
+_CLOSE_WHILE_IN_USE = """
+import threading
+from session_core import Trace
+from session_storage_sql import SqlSessionStorage
+
+storage = SqlSessionStorage("sqlite://")
+stop = threading.Event()
+errors = []
+
+
+def write(i):
+    try:
+        for n in range(300):
+            storage.add_trace(["root", f"w{i}"], "w", Trace(name=f"{i}-{n}"))
+            storage.get_traces("root")
+    except Exception as exc:
+        errors.append(repr(exc))
+
+
+def close():
+    while not stop.is_set():
+        storage.close()
+
+
+closer = threading.Thread(target=close)
+writers = [threading.Thread(target=write, args=(i,)) for i in range(4)]
+closer.start()
+for w in writers:
+    w.start()
+for w in writers:
+    w.join()
+stop.set()
+closer.join()
+print("errors:", errors[:3])
+"""
+
+
+def test_closing_an_in_memory_storage_while_threads_use_it(tmp_path: Path) -> None:
+    """`close()` from one thread while others write and read an in-memory database: it closed the one shared
+    connection under a running statement (MemoryError, "Cannot operate on a closed database", or a segfault of
+    the interpreter, hence a child process here). It now waits for the statement in progress."""
+    done = subprocess.run(
+        [sys.executable, "-c", _CLOSE_WHILE_IN_USE], capture_output=True, text=True, timeout=300, cwd=tmp_path
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "errors: []" and "Traceback" not in done.stderr, done.stderr[-2000:]
 
 
 def test_sqlite_default_path_is_sessions_db_in_the_working_directory(

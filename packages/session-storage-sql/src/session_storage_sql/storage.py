@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime
 import functools
 import json
@@ -690,7 +691,9 @@ class SqlSessionStorage:
 
     def close(self) -> None:
         """Close this process's pooled connections (an engine you passed in is left open for you)."""
-        with self._lock:
+        # The one connection of an in-memory database is closed only between two uses of it by other threads
+        # (closing it under a running statement crashed the interpreter); taken before `_lock`, as they take it.
+        with self._serial if self._serial is not None else contextlib.nullcontext(), self._lock:
             if self._engine is not None and self._own_engine and self._engine_pid == os.getpid():
                 self._engine.dispose()
             self._ready_pid = -1
