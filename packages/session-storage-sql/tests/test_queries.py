@@ -260,3 +260,20 @@ def test_save_context_stores_an_active_parent_whose_name_and_metadata_hold_nul(s
     record = storage.get_session(parent.uid)
     assert (record.name, record.metadata) == (f"p{nul}q", {"k": f"a{nul}b"})
     assert [r.uid for r in storage.list_sessions(name="p\x00q")] == [parent.uid]
+
+
+def test_list_sessions_refuses_a_limit_or_a_bound_that_is_not_one(storage: Any) -> None:
+    """`limit=1.5` kept 1 session on a SQL filter and 2 on one checked in Python; `limit=True` was 1; a NaN bound
+    matched nothing. Each now raises, saying what was wrong."""
+    for i in range(3):
+        storage.add_trace([f"s{i}"], "n", Trace(name="t"))
+    assert len(storage.list_sessions(limit=2)) == 2
+    for bad in (1.5, True, "2"):
+        with pytest.raises(TypeError, match="limit must be an int"):
+            storage.list_sessions(limit=bad)
+    for bound in ("since", "until"):
+        with pytest.raises(ValueError, match=f"{bound} is NaN"):
+            storage.list_sessions(**{bound: float("nan")})
+        with pytest.raises(TypeError, match=bound):
+            storage.list_sessions(**{bound: True})
+    assert len(storage.list_sessions(since=float("-inf"), until=float("inf"))) == 3

@@ -113,6 +113,8 @@ def _timestamp(value: float | datetime.datetime | None, what: str) -> float | No
     if isinstance(value, datetime.datetime):
         return value.timestamp()
     if isinstance(value, (int, float)) and not isinstance(value, bool):
+        if value != value:
+            raise ValueError(f"{what} is NaN; give a datetime or unix seconds (an infinity is an open bound)")
         return float(value)
     raise TypeError(f"{what} must be a datetime or unix seconds, got {type(value).__name__}")
 
@@ -588,6 +590,8 @@ class SqlSessionStorage:
         else:
             query = query.order_by(s.c.created_at, s.c.uid)
         if limit is not None:
+            if not isinstance(limit, int) or isinstance(limit, bool):
+                raise TypeError(f"limit must be an int (or None for no limit), got {type(limit).__name__}")
             if limit < 0:
                 raise ValueError(f"limit must be zero or more, got {limit}")
             if exact:
