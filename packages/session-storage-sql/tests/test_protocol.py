@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import pickle
 import sqlite3
 import subprocess
@@ -58,6 +59,21 @@ def test_equal_timestamps_keep_the_order_added(storage: Any) -> None:
         storage.add_trace(["r"], "n", trace)
     storage.add_traces(["r"], "n", traces[10:])
     assert [t.name for t in storage.get_traces("r")] == [str(i) for i in range(30)]
+
+
+def test_a_nan_timestamp_costs_no_trace(storage: Any, caplog: pytest.LogCaptureFixture) -> None:
+    """SQLite stores a NaN REAL as NULL, so a trace whose timestamp was NaN failed its NOT NULL constraint and was
+    lost (StorageError). It is kept, with its timestamp as recorded, ordered by when it was stored (a warning
+    says so); infinities are ordinary sortable values."""
+    storage.add_trace(["r"], "n", Trace(name="early", timestamp=1.0))
+    storage.add_trace(["r"], "n", Trace(name="nan", timestamp=float("nan")))
+    storage.add_traces(["r"], "n", [Trace(name="inf", timestamp=float("inf")), Trace(name="-inf", timestamp=-math.inf)])
+    got = storage.get_traces("r")
+    assert [t.name for t in got] == ["-inf", "early", "nan", "inf"]
+    assert math.isnan(got[2].timestamp)
+    assert "Trace.timestamp is NaN" in caplog.text
+    storage.add_trace(["r"], "n", got[2])  # idempotent still
+    assert len(storage.get_traces("r")) == 4
 
 
 def test_session_name_filter(storage: Any) -> None:

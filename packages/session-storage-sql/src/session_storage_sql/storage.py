@@ -415,6 +415,12 @@ class SqlSessionStorage:
                     raise TypeError(
                         f"Trace.timestamp must be unix seconds (a float), got {type(trace.timestamp).__name__}"
                     ) from None
+                if timestamp != timestamp:  # NaN: SQLite would store NULL (refused), PostgreSQL sort it after all
+                    logger.warning(
+                        "Trace.timestamp is NaN (trace_id %r); the trace keeps it, ordered by when it was stored",
+                        trace.trace_id,
+                    )
+                    timestamp = now
                 trace_rows.append(
                     (trace.trace_id, seq + offset, innermost, text(trace.session_name), timestamp, encode_trace(trace))
                 )
