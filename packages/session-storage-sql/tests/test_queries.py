@@ -277,3 +277,6 @@ def test_list_sessions_refuses_a_limit_or_a_bound_that_is_not_one(storage: Any) 
         with pytest.raises(TypeError, match=bound):
             storage.list_sessions(**{bound: True})
     assert len(storage.list_sessions(since=float("-inf"), until=float("inf"))) == 3
+    # A limit no database can take as a parameter (SQLite: OverflowError; PostgreSQL: bigint out of range) limits
+    # nothing: all sessions, as sys.maxsize gives.
+    assert len(storage.list_sessions(limit=2**63)) == len(storage.list_sessions(limit=2**70, newest_first=True)) == 3

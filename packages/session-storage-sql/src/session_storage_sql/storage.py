@@ -600,7 +600,7 @@ class SqlSessionStorage:
                 raise TypeError(f"limit must be an int (or None for no limit), got {type(limit).__name__}")
             if limit < 0:
                 raise ValueError(f"limit must be zero or more, got {limit}")
-            if exact:
+            if exact and limit <= _INT64_MAX:  # a larger one limits nothing, and no database takes it
                 query = query.limit(limit)
 
         def op(conn: Connection) -> list[SessionRecord]:
