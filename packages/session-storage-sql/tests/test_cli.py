@@ -597,7 +597,7 @@ def test_parse_meta_and_time() -> None:
     assert parse_time("2024-05-01T12:00:00+00:00", "--since") == 1714564800.0
     assert parse_time("2024-05-01T12:00:00Z", "--since") == 1714564800.0
     assert parse_time("2024-05-01", "--since") == datetime.datetime(2024, 5, 1).timestamp()
-    for bad in ("", "soon", "10", "1y", "2024-13-01"):
+    for bad in ("", "soon", "10", "1y", "2024-13-01", "0001-01-01"):  # the last: "year 0 is out of range"
         with pytest.raises(CliError, match="bad --until value"):
             parse_time(bad, "--until")
 
