@@ -194,6 +194,13 @@ def test_ls_with_no_match_says_so(db: Db, capsys: pytest.CaptureFixture[str]) ->
     assert run_json(capsys, "--db", str(db.path), "ls", "--name", "nothing", "--json") == []
 
 
+def test_ls_with_a_limit_beyond_64_bits_lists_everything(db: Db, capsys: pytest.CaptureFixture[str]) -> None:
+    everything = run_json(capsys, "--db", str(db.path), "ls", "--json")
+    for option in ("--limit", "--last"):
+        listed = run_json(capsys, "--db", str(db.path), "ls", option, "99999999999999999999", "--json")
+        assert sorted(r["uid"] for r in listed) == sorted(r["uid"] for r in everything)
+
+
 def test_global_options_go_before_or_after_the_command(db: Db, capsys: pytest.CaptureFixture[str]) -> None:
     before = run_json(capsys, "--db", str(db.path), "--json", "ls", "--roots")
     after = run_json(capsys, "ls", "--roots", "--json", "--db", str(db.path))
