@@ -280,3 +280,18 @@ def test_list_sessions_refuses_a_limit_or_a_bound_that_is_not_one(storage: Any) 
     # A limit no database can take as a parameter (SQLite: OverflowError; PostgreSQL: bigint out of range) limits
     # nothing: all sessions, as sys.maxsize gives.
     assert len(storage.list_sessions(limit=2**63)) == len(storage.list_sessions(limit=2**70, newest_first=True)) == 3
+
+
+def test_list_sessions_matches_keys_json_writes_escaped(storage: Any) -> None:
+    """The session row's JSON is ASCII with escapes (``"caf\\u00e9"``), and SQLite's JSON paths compare a key with
+    its escaped text: a non-ASCII key or one holding a control character matched nothing."""
+    keys = ["café", "日本", "tab\there", "line\nbreak", "a.b", "it's", "", 'q"uote', "back\\slash"]
+    with ContextVarSession("keys", storage=storage) as s:
+        for i, key in enumerate(keys):
+            s.metadata[key] = i
+        s.metadata["value"] = "naïve\t日本"
+        record_trace(name="t")
+    for i, key in enumerate(keys):
+        assert [r.uid for r in storage.list_sessions(metadata={key: i})] == [s.uid], key
+        assert storage.list_sessions(metadata={key: i + 100}) == [], key
+    assert [r.uid for r in storage.list_sessions(metadata={"value": "naïve\t日本", "café": 0}, limit=1)] == [s.uid]
