@@ -194,6 +194,13 @@ def test_ls_with_no_match_says_so(db: Db, capsys: pytest.CaptureFixture[str]) ->
     assert run_json(capsys, "--db", str(db.path), "ls", "--name", "nothing", "--json") == []
 
 
+def test_ls_with_a_limit_beyond_64_bits_lists_everything(db: Db, capsys: pytest.CaptureFixture[str]) -> None:
+    everything = run_json(capsys, "--db", str(db.path), "ls", "--json")
+    for option in ("--limit", "--last"):
+        listed = run_json(capsys, "--db", str(db.path), "ls", option, "99999999999999999999", "--json")
+        assert sorted(r["uid"] for r in listed) == sorted(r["uid"] for r in everything)
+
+
 def test_global_options_go_before_or_after_the_command(db: Db, capsys: pytest.CaptureFixture[str]) -> None:
     before = run_json(capsys, "--db", str(db.path), "--json", "ls", "--roots")
     after = run_json(capsys, "ls", "--roots", "--json", "--db", str(db.path))
@@ -427,6 +434,22 @@ def test_a_missing_database_is_an_error_and_is_never_created(
     assert_user_error(run(capsys, "--db", str(tmp_path), "ls"), "is a directory")
 
 
+def test_a_sqlite_uri_is_opened_read_only_too(db: Db, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A ``sqlite:///file:...`` URI is opened as given, but read-only: a mistyped one created an empty file (and
+    an existing non-WAL database was switched to WAL)."""
+    missing = tmp_path / "typo.db"
+    result = run(capsys, "--db", f"sqlite:///file:{missing}?uri=true", "ls")
+    assert result[0] == 2 and "cannot open" in result[2]
+    assert not missing.exists()
+    with sqlite3.connect(db.path) as conn:
+        conn.execute("PRAGMA journal_mode = DELETE")
+    conn.close()
+    before = hashlib.sha256(db.path.read_bytes()).hexdigest()
+    assert run(capsys, "--db", f"sqlite:///file:{db.path}?uri=true&mode=rwc", "ls")[0] == 0
+    assert hashlib.sha256(db.path.read_bytes()).hexdigest() == before
+    assert not Path(f"{db.path}-wal").exists()
+
+
 def test_files_that_are_not_session_databases(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     text = tmp_path / "notes.txt"
     text.write_text("hello, not a database\n" * 100)
@@ -581,7 +604,7 @@ def test_parse_meta_and_time() -> None:
     assert parse_time("2024-05-01T12:00:00+00:00", "--since") == 1714564800.0
     assert parse_time("2024-05-01T12:00:00Z", "--since") == 1714564800.0
     assert parse_time("2024-05-01", "--since") == datetime.datetime(2024, 5, 1).timestamp()
-    for bad in ("", "soon", "10", "1y", "2024-13-01"):
+    for bad in ("", "soon", "10", "1y", "2024-13-01", "0001-01-01"):  # the last: "year 0 is out of range"
         with pytest.raises(CliError, match="bad --until value"):
             parse_time(bad, "--until")
 

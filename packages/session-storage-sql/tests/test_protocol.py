@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import pickle
 import sqlite3
+import subprocess
+import sys
 import uuid
 from pathlib import Path
 from typing import Any
@@ -56,6 +59,21 @@ def test_equal_timestamps_keep_the_order_added(storage: Any) -> None:
         storage.add_trace(["r"], "n", trace)
     storage.add_traces(["r"], "n", traces[10:])
     assert [t.name for t in storage.get_traces("r")] == [str(i) for i in range(30)]
+
+
+def test_a_nan_timestamp_costs_no_trace(storage: Any, caplog: pytest.LogCaptureFixture) -> None:
+    """SQLite stores a NaN REAL as NULL, so a trace whose timestamp was NaN failed its NOT NULL constraint and was
+    lost (StorageError). It is kept, with its timestamp as recorded, ordered by when it was stored (a warning
+    says so); infinities are ordinary sortable values."""
+    storage.add_trace(["r"], "n", Trace(name="early", timestamp=1.0))
+    storage.add_trace(["r"], "n", Trace(name="nan", timestamp=float("nan")))
+    storage.add_traces(["r"], "n", [Trace(name="inf", timestamp=float("inf")), Trace(name="-inf", timestamp=-math.inf)])
+    got = storage.get_traces("r")
+    assert [t.name for t in got] == ["-inf", "early", "nan", "inf"]
+    assert math.isnan(got[2].timestamp)
+    assert "Trace.timestamp is NaN" in caplog.text
+    storage.add_trace(["r"], "n", got[2])  # idempotent still
+    assert len(storage.get_traces("r")) == 4
 
 
 def test_session_name_filter(storage: Any) -> None:
@@ -259,6 +277,54 @@ def test_in_memory_sqlite_is_shared_by_threads_but_not_addressable() -> None:
         pickle.dumps(storage)
 
 
+_CLOSE_WHILE_IN_USE = """
+import threading
+from session_core import Trace
+from session_storage_sql import SqlSessionStorage
+
+storage = SqlSessionStorage("sqlite://")
+stop = threading.Event()
+errors = []
+
+
+def write(i):
+    try:
+        for n in range(300):
+            storage.add_trace(["root", f"w{i}"], "w", Trace(name=f"{i}-{n}"))
+            storage.get_traces("root")
+    except Exception as exc:
+        errors.append(repr(exc))
+
+
+def close():
+    while not stop.is_set():
+        storage.close()
+
+
+closer = threading.Thread(target=close)
+writers = [threading.Thread(target=write, args=(i,)) for i in range(4)]
+closer.start()
+for w in writers:
+    w.start()
+for w in writers:
+    w.join()
+stop.set()
+closer.join()
+print("errors:", errors[:3])
+"""
+
+
+def test_closing_an_in_memory_storage_while_threads_use_it(tmp_path: Path) -> None:
+    """`close()` from one thread while others write and read an in-memory database: it closed the one shared
+    connection under a running statement (MemoryError, "Cannot operate on a closed database", or a segfault of
+    the interpreter, hence a child process here). It now waits for the statement in progress."""
+    done = subprocess.run(
+        [sys.executable, "-c", _CLOSE_WHILE_IN_USE], capture_output=True, text=True, timeout=300, cwd=tmp_path
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "errors: []" and "Traceback" not in done.stderr, done.stderr[-2000:]
+
+
 def test_sqlite_default_path_is_sessions_db_in_the_working_directory(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -280,6 +346,22 @@ def test_relative_sqlite_urls_become_absolute(tmp_path: Path, monkeypatch: pytes
     storage = SqlSessionStorage("sqlite:///rel/traces.db")
     assert storage.url == f"sqlite:///{tmp_path / 'rel' / 'traces.db'}"
     assert repr(SqliteSessionStorage("x.db")) == f"SqliteSessionStorage(db_path={str(tmp_path / 'x.db')!r})"
+
+
+def test_a_relative_sqlite_uri_becomes_absolute(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``sqlite:///file:rel.db?uri=true`` is relative to the working directory like ``sqlite:///rel.db``: its
+    ``storage.url`` kept it relative, so a process elsewhere (a worker, a service) wrote to another file."""
+    (tmp_path / "a b%").mkdir()
+    monkeypatch.chdir(tmp_path / "a b%")
+    storage = SqlSessionStorage("sqlite:///file:rel.db?uri=true")
+    storage.add_trace(["r"], "n", Trace(name="here"))
+    assert storage.url is not None and storage.url.startswith("sqlite:///file:/")
+    monkeypatch.chdir(tmp_path)
+    elsewhere = SqlSessionStorage(storage.url)
+    assert [t.name for t in elsewhere.get_traces("r")] == ["here"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a b%"]
+    elsewhere.close()
+    storage.close()
 
 
 def test_default_session_storage_comes_from_the_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -213,3 +213,85 @@ def test_list_sessions_matches_integers_beyond_64_bits(storage: Any) -> None:
     assert [r.uid for r in storage.list_sessions(metadata={"seed": 2**70, "neg": -(2**64), "small": 3})] == [s.uid]
     assert storage.list_sessions(metadata={"seed": 2**70 + 1}) == []
     assert storage.list_sessions(metadata={"small": 2**70}, limit=1) == []
+
+
+def test_a_session_row_follows_every_metadata_change_json_can_tell_apart(storage: Any) -> None:
+    """The storage skips rewriting a session row it already wrote with the same values; "the same" is JSON's
+    sameness (True is not 1), and a nested value changed in place is a change."""
+    with ContextVarSession("flagged", storage=storage, flag=1, flags=[1], nested={"k": 1}) as s:
+        record_trace(name="first")
+        s.metadata["flag"] = True
+        s.metadata["flags"].append(2)
+        s.metadata["nested"]["k"] = 2
+        record_trace(name="second")
+    assert storage.get_session(s.uid).metadata == {"flag": True, "flags": [1, 2], "nested": {"k": 2}}
+    assert type(storage.get_session(s.uid).metadata["flag"]) is bool
+    assert [r.uid for r in storage.list_sessions(metadata={"flag": True})] == [s.uid]
+    assert storage.list_sessions(metadata={"flag": 1}) == []
+
+
+def test_list_sessions_finds_metadata_values_the_row_had_to_store_differently(storage: Any) -> None:
+    """A session row holds NaN as "NaN", NUL as U+FFFD on PostgreSQL; querying by the value that was recorded
+    finds the session on both databases (it raised StorageError on PostgreSQL, and SQLite's json_extract ends a
+    string at NUL). A key that is not a string is refused by name."""
+    with ContextVarSession("odd", storage=storage, k="x\x00y", r=float("nan"), s="a\udc80b", n=1) as s:
+        s.metadata["\x00key\udc80"] = 2
+        record_trace(name="kept")
+    assert [r.uid for r in storage.list_sessions(metadata={"k": "x\x00y"})] == [s.uid]
+    assert [r.uid for r in storage.list_sessions(metadata={"k": "x\x00y", "n": 1}, limit=1)] == [s.uid]
+    assert [r.uid for r in storage.list_sessions(metadata={"r": float("nan")})] == [s.uid]
+    assert [r.uid for r in storage.list_sessions(metadata={"s": "a\udc80b"})] == [s.uid]
+    assert [r.uid for r in storage.list_sessions(metadata={"\x00key\udc80": 2})] == [s.uid]
+    assert storage.list_sessions(metadata={"k": "x\x00z"}) == []
+    assert storage.list_sessions(metadata={"k": "x"}) == []
+    with pytest.raises(TypeError, match="metadata keys"):
+        storage.list_sessions(metadata={1: "x"})
+
+
+def test_save_context_stores_an_active_parent_whose_name_and_metadata_hold_nul(storage: Any) -> None:
+    """The parent's row written by `save_context` goes through the same conversion as every other session row
+    (it raised StorageError on PostgreSQL, whose text and jsonb cannot hold NUL)."""
+    with ContextVarSession("p\x00q", storage=storage, k="a\x00b") as parent:
+        with ContextVarSession("child") as child:
+            ctx = child.to_context()
+            storage.save_context(ctx)
+    assert storage.load_context(child.uid) == ctx
+    nul = "\ufffd" if storage.dialect == "postgresql" else "\x00"
+    record = storage.get_session(parent.uid)
+    assert (record.name, record.metadata) == (f"p{nul}q", {"k": f"a{nul}b"})
+    assert [r.uid for r in storage.list_sessions(name="p\x00q")] == [parent.uid]
+
+
+def test_list_sessions_refuses_a_limit_or_a_bound_that_is_not_one(storage: Any) -> None:
+    """`limit=1.5` kept 1 session on a SQL filter and 2 on one checked in Python; `limit=True` was 1; a NaN bound
+    matched nothing. Each now raises, saying what was wrong."""
+    for i in range(3):
+        storage.add_trace([f"s{i}"], "n", Trace(name="t"))
+    assert len(storage.list_sessions(limit=2)) == 2
+    for bad in (1.5, True, "2"):
+        with pytest.raises(TypeError, match="limit must be an int"):
+            storage.list_sessions(limit=bad)
+    for bound in ("since", "until"):
+        with pytest.raises(ValueError, match=f"{bound} is NaN"):
+            storage.list_sessions(**{bound: float("nan")})
+        with pytest.raises(TypeError, match=bound):
+            storage.list_sessions(**{bound: True})
+    assert len(storage.list_sessions(since=float("-inf"), until=float("inf"))) == 3
+    # A limit no database can take as a parameter (SQLite: OverflowError; PostgreSQL: bigint out of range) limits
+    # nothing: all sessions, as sys.maxsize gives.
+    assert len(storage.list_sessions(limit=2**63)) == len(storage.list_sessions(limit=2**70, newest_first=True)) == 3
+
+
+def test_list_sessions_matches_keys_json_writes_escaped(storage: Any) -> None:
+    """The session row's JSON is ASCII with escapes (``"caf\\u00e9"``), and SQLite's JSON paths compare a key with
+    its escaped text: a non-ASCII key or one holding a control character matched nothing."""
+    keys = ["café", "日本", "tab\there", "line\nbreak", "a.b", "it's", "", 'q"uote', "back\\slash"]
+    with ContextVarSession("keys", storage=storage) as s:
+        for i, key in enumerate(keys):
+            s.metadata[key] = i
+        s.metadata["value"] = "naïve\t日本"
+        record_trace(name="t")
+    for i, key in enumerate(keys):
+        assert [r.uid for r in storage.list_sessions(metadata={key: i})] == [s.uid], key
+        assert storage.list_sessions(metadata={key: i + 100}) == [], key
+    assert [r.uid for r in storage.list_sessions(metadata={"value": "naïve\t日本", "café": 0}, limit=1)] == [s.uid]

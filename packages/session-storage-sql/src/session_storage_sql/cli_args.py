@@ -93,10 +93,10 @@ def parse_time(text: str, option: str, now: float | None = None) -> float:
         return (time.time() if now is None else now) - amount * _UNIT_SECONDS[unit]
     iso = stripped[:-1] + "+00:00" if stripped[-1:] in ("Z", "z") else stripped
     try:
-        moment = datetime.datetime.fromisoformat(iso)
-    except ValueError:
+        # A naive datetime at the edge of the calendar (0001-01-01) has no local time: timestamp() raises.
+        return datetime.datetime.fromisoformat(iso).timestamp()
+    except (ValueError, OverflowError, OSError):
         raise CliError(
             f"bad {option} value {text!r}: expected an ISO 8601 date or datetime (2024-05-01, "
             "2024-05-01T12:30:00, 2024-05-01T12:30:00+02:00) or an age like 30s, 15m, 1h, 2d, 1w"
         ) from None
-    return moment.timestamp()

@@ -226,7 +226,10 @@ def open_database(target: str | Path) -> Database:
     database = str(parsed.engine_url.database)
     if parsed.dialect == "sqlite" and not database.startswith("file:"):
         return _open_sqlite_file(Path(database), shown)
-    # PostgreSQL, or a SQLite URI (file:...) written by the user and used as given.
+    if parsed.dialect == "sqlite":  # a SQLite URI (file:...) written by the user: as given, but read-only
+        url = parsed.engine_url.update_query_dict({"mode": "ro", "uri": "true"})
+        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 5.0}, hide_parameters=True)
+        return _checked(Database(SqlSessionStorage(engine=engine), shown, None, engine))
     return _checked(Database(SqlSessionStorage(target), shown, None, None))
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime
 import functools
 import json
@@ -58,6 +59,7 @@ _MAX_DEPTH = 64  # session_core's limit on chain depth: walking up parent links 
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1  # the integers SQLite takes as parameters
 
 SessionInfo = tuple[str | None, dict[str, Any] | None]
+KnownSession = tuple[str | None, str | None]  # name and metadata JSON of a session row this process wrote
 
 _live: weakref.WeakSet[SqlSessionStorage] = weakref.WeakSet()
 _seq_lock = threading.Lock()
@@ -111,8 +113,16 @@ def _timestamp(value: float | datetime.datetime | None, what: str) -> float | No
     if isinstance(value, datetime.datetime):
         return value.timestamp()
     if isinstance(value, (int, float)) and not isinstance(value, bool):
+        if value != value:
+            raise ValueError(f"{what} is NaN; give a datetime or unix seconds (an infinity is an open bound)")
         return float(value)
     raise TypeError(f"{what} must be a datetime or unix seconds, got {type(value).__name__}")
+
+
+def _sqlite_comparable(text: str) -> bool:
+    """Whether SQLite can compare `text` with a JSON string: json_extract ends a string at NUL, and a lone
+    surrogate cannot be a parameter (no UTF-8 encoding exists). Such values are compared in Python."""
+    return "\x00" not in text and storable_text(text, postgresql=False) == text
 
 
 def _same_json(a: Any, b: Any) -> bool:
@@ -163,7 +173,7 @@ class SqlSessionStorage:
         self._lock = threading.RLock()
         # A shared in-memory SQLite connection must be used by one thread at a time.
         self._serial: threading.Lock | None = threading.Lock() if parsed.is_memory else None
-        self._known: dict[str, SessionInfo] = {}
+        self._known: dict[str, KnownSession] = {}
         if engine is not None and self._sqlite:
             configure_sqlite_engine(engine, busy_timeout=self._busy_timeout)
         _live.add(self)
@@ -349,7 +359,7 @@ class SqlSessionStorage:
             if i == last and innermost_name is not None:
                 name = innermost_name
             seen = known.get(uid)
-            if seen is not None and (name is None or name == seen[0]) and (meta is None or meta == seen[1]):
+            if seen is not None and (name is None or name == seen[0]) and (meta is None or to_json(meta) == seen[1]):
                 continue
             rows.append(
                 (
@@ -366,13 +376,15 @@ class SqlSessionStorage:
         return rows
 
     def _remember(self, rows: Iterable[tuple[Any, ...]]) -> None:
+        """Note the name and metadata written for each row's session: metadata as its JSON, a snapshot that tells
+        True from 1 (Python's == does not) and that a nested value changed in place since cannot alter."""
         known = self._known
         if len(known) > _KNOWN_LIMIT:
             known.clear()
         for row in rows:
             uid, name, meta = row[0], row[4], row[5]
             old_name, old_meta = known.get(uid, (None, None))
-            known[uid] = (name if name is not None else old_name, meta if meta is not None else old_meta)
+            known[uid] = (name if name is not None else old_name, to_json(meta) if meta is not None else old_meta)
 
     # -- the SessionStorage protocol ---------------------------------------------------------------------
     def add_trace(self, session_uid_chain: Sequence[str], session_name: str, trace: Trace) -> None:
@@ -403,6 +415,12 @@ class SqlSessionStorage:
                     raise TypeError(
                         f"Trace.timestamp must be unix seconds (a float), got {type(trace.timestamp).__name__}"
                     ) from None
+                if timestamp != timestamp:  # NaN: SQLite would store NULL (refused), PostgreSQL sort it after all
+                    logger.warning(
+                        "Trace.timestamp is NaN (trace_id %r); the trace keeps it, ordered by when it was stored",
+                        trace.trace_id,
+                    )
+                    timestamp = now
                 trace_rows.append(
                     (trace.trace_id, seq + offset, innermost, text(trace.session_name), timestamp, encode_trace(trace))
                 )
@@ -495,9 +513,19 @@ class SqlSessionStorage:
         }
         upsert_ancestor, save = session_upserts(self._tables, self._parsed.dialect)
 
+        pg = not self._sqlite
+        ancestor_rows = [  # as add_traces writes them: text and strict JSON the database can hold
+            {
+                **dict(zip(SESSION_COLUMNS, r)),
+                "name": self._text(r[4]),
+                "metadata": None if r[5] is None else json.loads(column_json(r[5], postgresql=pg)),
+            }
+            for r in ancestors
+        ]
+
         def op(conn: Connection) -> None:
-            if ancestors:
-                conn.execute(upsert_ancestor, [dict(zip(SESSION_COLUMNS, r)) for r in ancestors])
+            if ancestor_rows:
+                conn.execute(upsert_ancestor, ancestor_rows)
             conn.execute(save, row)
 
         self._run("save_context", op, write=True)
@@ -556,6 +584,11 @@ class SqlSessionStorage:
         wanted = dict(metadata or {})
         exact = True
         if wanted:
+            bad = next((k for k in wanted if not isinstance(k, str)), None)
+            if bad is not None:
+                raise TypeError(f"metadata keys are strings (session metadata is JSON), got {bad!r}")
+            # As the session rows hold them (NaN as "NaN"; NUL as U+FFFD on PostgreSQL): see column_json.
+            wanted = json.loads(column_json(wanted, postgresql=not self._sqlite))
             condition, exact = self._metadata_filter(wanted)
             query = query.where(condition)
         if newest_first:
@@ -563,9 +596,11 @@ class SqlSessionStorage:
         else:
             query = query.order_by(s.c.created_at, s.c.uid)
         if limit is not None:
+            if not isinstance(limit, int) or isinstance(limit, bool):
+                raise TypeError(f"limit must be an int (or None for no limit), got {type(limit).__name__}")
             if limit < 0:
                 raise ValueError(f"limit must be zero or more, got {limit}")
-            if exact:
+            if exact and limit <= _INT64_MAX:  # a larger one limits nothing, and no database takes it
                 query = query.limit(limit)
 
         def op(conn: Connection) -> list[SessionRecord]:
@@ -593,7 +628,9 @@ class SqlSessionStorage:
         condition: ColumnElement[bool] = true()
         exact = True
         for key, value in wanted.items():
-            if '"' in key or "\\" in key:
+            if not key.isascii() or not key.isprintable() or '"' in key or "\\" in key:
+                # The row's JSON holds such a key escaped ("caf\u00e9"), and a JSON path label is compared with
+                # that text, never matching: checked in Python.
                 exact = False
                 continue
             path = f'$."{key}"'
@@ -603,7 +640,11 @@ class SqlSessionStorage:
             elif isinstance(value, bool):
                 condition = condition & (kind == ("true" if value else "false"))
             elif isinstance(value, str):
-                condition = condition & (kind == "text") & (func.json_extract(column, path) == value)
+                condition = condition & (kind == "text")
+                if _sqlite_comparable(value):
+                    condition = condition & (func.json_extract(column, path) == value)
+                else:
+                    exact = False
             elif isinstance(value, (int, float)):
                 condition = condition & kind.in_(("integer", "real"))
                 if isinstance(value, float) or _INT64_MIN <= value <= _INT64_MAX:
@@ -662,7 +703,9 @@ class SqlSessionStorage:
 
     def close(self) -> None:
         """Close this process's pooled connections (an engine you passed in is left open for you)."""
-        with self._lock:
+        # The one connection of an in-memory database is closed only between two uses of it by other threads
+        # (closing it under a running statement crashed the interpreter); taken before `_lock`, as they take it.
+        with self._serial if self._serial is not None else contextlib.nullcontext(), self._lock:
             if self._engine is not None and self._own_engine and self._engine_pid == os.getpid():
                 self._engine.dispose()
             self._ready_pid = -1

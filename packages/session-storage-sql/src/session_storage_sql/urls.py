@@ -12,7 +12,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import quote_plus, unquote
+from urllib.parse import quote, quote_plus, unquote
 
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
@@ -109,6 +109,8 @@ def parse_storage_url(url: str | URL) -> StorageURL:
             return StorageURL(parsed.set(database=":memory:"), None, "sqlite")
         if not database.startswith("file:"):
             database = sqlite_path(database)
+        elif not database.startswith("file:/"):  # a relative URI path: made absolute too, escaped as a URI's
+            database = f"file:{quote(Path.cwd().as_posix())}/{database[5:]}"
         engine_url = parsed.set(database=database)
         return StorageURL(engine_url, _public_sqlite_url(engine_url), "sqlite")
     if backend in _PG_DRIVERS:
