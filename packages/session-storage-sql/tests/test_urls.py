@@ -222,3 +222,42 @@ def test_an_unencoded_at_sign_in_a_password_is_refused_without_showing_it(url: s
     assert "pa@" not in message and "ss@" not in message and "cr@" not in message and "et@" not in message
     assert "p@w" not in message and "w@h" not in message
     assert "db.example" in message or "@h/d" in message
+
+
+def test_an_in_memory_engine_of_one_database_per_thread_is_named_with_the_remedy(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    import threading
+
+    from sqlalchemy import create_engine
+    from sqlalchemy.pool import StaticPool
+
+    per_thread = create_engine("sqlite://")  # SQLAlchemy's default for in-memory SQLite: a connection per thread
+    with caplog.at_level("WARNING", logger="session_storage_sql"):
+        storage = SqlSessionStorage(engine=per_thread)
+    assert "StaticPool" in caplog.text and "SingletonThreadPool" in caplog.text
+    storage.add_trace(["root"], "s", Trace(name="here"))
+    failures: list[BaseException] = []
+
+    def elsewhere() -> None:
+        try:
+            storage.add_trace(["root"], "s", Trace(name="there"))
+        except StorageError as exc:  # its own, empty database: no table there
+            failures.append(exc)
+
+    thread = threading.Thread(target=elsewhere)
+    thread.start()
+    thread.join()
+    assert len(failures) == 1  # what the warning said; nothing silent
+    per_thread.dispose()
+
+    caplog.clear()
+    shared = create_engine("sqlite://", poolclass=StaticPool, connect_args={"check_same_thread": False})
+    with caplog.at_level("WARNING", logger="session_storage_sql"):
+        storage = SqlSessionStorage(engine=shared)
+    assert caplog.text == ""
+    thread = threading.Thread(target=lambda: storage.add_trace(["root"], "s", Trace(name="there")))
+    thread.start()
+    thread.join()
+    assert [t.name for t in storage.get_traces("root")] == ["there"]
+    shared.dispose()

@@ -20,6 +20,7 @@ from sqlalchemy import Connection, Engine, Select, bindparam, delete, func, sele
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import URL
 from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.pool import StaticPool
 from sqlalchemy.sql.elements import ColumnElement
 
 from session_core import StorageError, Trace, get_active_sessions, make_context, validate_context
@@ -176,6 +177,14 @@ class SqlSessionStorage:
         self._known: dict[str, KnownSession] = {}
         if engine is not None and self._sqlite:
             configure_sqlite_engine(engine, busy_timeout=self._busy_timeout)
+            if parsed.is_memory and not isinstance(engine.pool, StaticPool):
+                logger.warning(
+                    "the engine given to SqlSessionStorage is an in-memory SQLite database with a %s: every thread "
+                    "gets a database of its own, so writes from other threads fail and reads miss their traces. "
+                    "Create it with poolclass=sqlalchemy.pool.StaticPool and connect_args={'check_same_thread': "
+                    "False}, or use SqlSessionStorage('sqlite://')",
+                    type(engine.pool).__name__,
+                )
         _live.add(self)
 
     # -- properties --------------------------------------------------------------------------------------
