@@ -484,3 +484,27 @@ def test_keys_json_cannot_have_and_cycles_are_converted_not_lost(storage: Any) -
     (recorded,) = storage.get_traces(s.uid)
     assert recorded.metadata == {"plain": 1, "('arm', 'b')": True}
     assert storage.get_session(s.uid).metadata == {"plain": 1, "('arm', 'b')": True}
+
+
+def test_an_in_memory_database_used_after_close_says_its_traces_are_gone(caplog: pytest.LogCaptureFixture) -> None:
+    storage = SqlSessionStorage("sqlite://")
+    storage.add_trace(["root"], "s", Trace(name="before"))
+    storage.close()
+    with caplog.at_level("WARNING", logger="session_storage_sql"):
+        assert storage.get_traces("root") == []  # the database went with its one connection
+        storage.add_trace(["root"], "s", Trace(name="after"))
+    assert caplog.text.count("used after close()") == 1
+    assert [t.name for t in storage.get_traces("root")] == ["after"]
+    storage.close()
+
+
+def test_a_file_database_closed_and_used_again_keeps_its_traces_quietly(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    storage = SqlSessionStorage(f"sqlite:///{tmp_path / 'kept.db'}")
+    storage.add_trace(["root"], "s", Trace(name="before"))
+    storage.close()
+    with caplog.at_level("WARNING", logger="session_storage_sql"):
+        assert [t.name for t in storage.get_traces("root")] == ["before"]
+    assert caplog.text == ""
+    storage.close()

@@ -175,6 +175,7 @@ class SqlSessionStorage:
         # A shared in-memory SQLite connection must be used by one thread at a time.
         self._serial: threading.Lock | None = threading.Lock() if parsed.is_memory else None
         self._known: dict[str, KnownSession] = {}
+        self._emptied = False  # an in-memory database closed: its next use starts an empty one
         if engine is not None and self._sqlite:
             configure_sqlite_engine(engine, busy_timeout=self._busy_timeout)
             if parsed.is_memory and not isinstance(engine.pool, StaticPool):
@@ -234,6 +235,14 @@ class SqlSessionStorage:
             return engine
         with self._lock:
             if self._ready_pid != os.getpid():
+                if self._emptied:
+                    self._emptied = False
+                    logger.warning(
+                        "%r is used after close(): closing an in-memory database discarded it with its traces, so "
+                        "this starts a new, empty one (use a file, e.g. SqliteSessionStorage('traces.db'), to keep "
+                        "traces past close())",
+                        self,
+                    )
                 with engine.connect() as conn:
                     if self._sqlite:
                         conn.execution_options(**{BEGIN_OPTION: "IMMEDIATE"})
@@ -717,6 +726,7 @@ class SqlSessionStorage:
         with self._serial if self._serial is not None else contextlib.nullcontext(), self._lock:
             if self._engine is not None and self._own_engine and self._engine_pid == os.getpid():
                 self._engine.dispose()
+                self._emptied = self._parsed.is_memory  # its one connection held the whole database
             self._ready_pid = -1
 
     def __enter__(self: _S) -> _S:
