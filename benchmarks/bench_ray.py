@@ -122,6 +122,7 @@ def _round_trips(storage: Any) -> list[Result]:
     if started:
         os.environ.setdefault("RAY_DISABLE_USAGE_STATS", "1")
         ray.init(
+            address="local",  # a cluster of its own, never one a `ray start` elsewhere on the machine left up
             num_cpus=2,
             include_dashboard=False,
             log_to_driver=False,

@@ -117,6 +117,7 @@ def test_ray_task_and_pool_worker_calling_a_service_land_in_the_driver_session(
     url, storage = model_url
     ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # pytest's importlib mode: not importable
     ray.init(
+        address="local",  # a new local cluster, never one a `ray start` elsewhere on the machine left up
         num_cpus=2,
         include_dashboard=False,
         log_to_driver=False,

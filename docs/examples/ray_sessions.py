@@ -47,6 +47,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         storage = SqliteSessionStorage(os.path.join(tmp, "traces.db"))  # every worker opens it by URL
         ray.init(
+            address="local",  # a cluster of its own: the SQLite file in `tmp` is on this machine only
             num_cpus=2,
             include_dashboard=False,
             log_to_driver=False,

@@ -52,6 +52,7 @@ def ray_init_kwargs() -> Callable[..., dict[str, Any]]:
 
     def kwargs(**overrides: Any) -> dict[str, Any]:
         base: dict[str, Any] = {
+            "address": "local",  # a new local cluster, never one a `ray start` elsewhere on the machine left up
             "num_cpus": 2,
             "include_dashboard": False,
             "log_to_driver": False,
