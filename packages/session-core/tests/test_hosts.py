@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from session_core import HostAllowList, host_of, resolve_propagate_to
+from session_core.hosts import normalize_host
 
 
 @pytest.mark.parametrize(
@@ -55,3 +58,70 @@ def test_host_of():
     assert host_of("http://evil.example\\@api.example.com/") is None  # clients disagree on this host
     assert not HostAllowList(["api.example.com"]).allows_url("http://evil.example\\@api.example.com/")
     assert host_of("http://api.example.com/a\\b") == "api.example.com"  # in the path it is no matter
+
+
+# An internationalised name reaches the allow-list in either form: requests sends (and reports) the IDNA ASCII
+# form, httpx reports the Unicode one (``request.url.host``) while it sends the ASCII one.
+BUECHER = ("bücher.example", "xn--bcher-kva.example", "BÜCHER.Example.")
+
+
+@pytest.mark.parametrize("entry", BUECHER)
+@pytest.mark.parametrize("host", BUECHER)
+def test_internationalised_names_match_in_either_form(entry, host):
+    assert HostAllowList([entry]).allows(host)
+    assert HostAllowList([entry]).allows_url(f"http://{host}:8080/v1")
+    assert HostAllowList([f"*.{entry}"]).allows(f"api.{host}")
+    assert not HostAllowList([f"*.{entry}"]).allows(host)  # a wildcard still leaves the name itself out
+    assert not HostAllowList([entry]).allows(f"x{host}")
+
+
+def test_internationalised_names_normalise_to_their_ascii_form():
+    assert normalize_host("BÜCHER.example.") == "xn--bcher-kva.example"
+    assert normalize_host("ü.") == "xn--tda" and normalize_host("[bücher.example]") == "xn--bcher-kva.example"
+    assert (
+        host_of("https://bücher.example/v1") == host_of("https://xn--bcher-kva.example/v1") == "xn--bcher-kva.example"
+    )
+    assert resolve_propagate_to(["*.Bücher.example", "xn--bcher-kva.example"]) == (
+        "*.xn--bcher-kva.example",
+        "xn--bcher-kva.example",
+    )
+    assert HostAllowList(["*.example"]).allows("bücher.example") and HostAllowList(["*.example"]).allows(
+        "xn--bcher-kva.example"
+    )
+    assert not HostAllowList(["bücher.example"]).allows("bucher.example")
+
+
+def test_names_whose_idna_forms_disagree_match_only_as_written():
+    """IDNA 2003 (the stdlib codec, urllib) reads straße.de as strasse.de; IDNA 2008 (requests, httpx) as
+    xn--strae-oqa.de, another domain: equating either would send session data to a host nobody allowed."""
+    assert HostAllowList(["straße.de"]).allows("straße.de")
+    assert not HostAllowList(["strasse.de"]).allows("straße.de")
+    assert not HostAllowList(["straße.de"]).allows("strasse.de")
+
+
+@pytest.mark.parametrize(
+    "host",
+    [
+        "ü" * 70 + ".example",
+        "caf\udce9.example",
+        "xn--ü.example",
+        "\u3002ü",
+        "bücher\u3002example",
+        "ﬁ.example",
+        "ü" * 64,
+    ],
+)
+def test_names_idna_cannot_encode_stay_as_they_are_and_never_raise(host):
+    normalized = normalize_host(host)
+    assert normalized == host.strip().lower().rstrip(".")
+    assert HostAllowList([normalized]).allows(host)  # they still match themselves
+    assert not HostAllowList(["bücher.example", "*.bücher.example"]).allows(host)
+    assert host_of(f"http://{host}/") in (None, normalized)
+
+
+@settings(max_examples=500)
+@given(st.text(max_size=80))
+def test_normalising_any_text_never_raises(text):
+    assert isinstance(normalize_host(text), str)
+    HostAllowList(["bücher.example", "*.xn--bcher-kva.example"]).allows(text)
+    host_of(f"http://{text}/")

@@ -30,6 +30,15 @@ def test_the_header_is_the_encoded_context_and_is_reused_while_nothing_changes()
         assert decode_baggage(first)["metadata"] == {"a": 1, "nested": {"k": [1, "two"]}, "f": 1.5}
 
 
+def test_text_utf8_cannot_encode_does_not_stop_the_session_travelling():
+    """A lone surrogate (``os.fsdecode`` of a non-UTF-8 file name) raised UnicodeEncodeError here, so every
+    instrumented client and OTel's propagator sent no session at all."""
+    with ContextVarSession("caf\udce9", path="/data/caf\udce9") as s:
+        header = session_baggage(s)
+        assert header == encode_baggage(s.to_context()) and header.isascii()
+    assert decode_baggage(header, strict=True) == s.to_context()
+
+
 def test_the_cached_header_follows_nesting_renaming_and_mutation():
     with ContextVarSession("outer", a=1) as outer:
         before = session_baggage(outer)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import pickle
 import string
 from urllib.parse import quote_plus, unquote_plus, urljoin, urlsplit
 
@@ -18,6 +19,7 @@ from session_core import (
     InMemoryStorage,
     InvalidSessionContext,
     assemble_routing_metadata,
+    baggage,
     build_proxied_base_url,
     context_from_baggage_items,
     context_from_routing_metadata,
@@ -27,6 +29,7 @@ from session_core import (
     encode_baggage,
     encode_metadata_slug,
     extract_metadata_from_path,
+    get_current_metadata,
     sign_context,
     strip_session_members,
     validate_context,
@@ -285,6 +288,88 @@ class TestSigning:
         verify_context(valid, self.KEY)
         with pytest.raises(SignatureError):
             verify_context({**valid, "uid_chain": ["ffff"]}, self.KEY)
+
+
+FS_NAME = "caf\udce9"  # os.fsdecode(b"caf\xe9"): a non-UTF-8 file name on a UTF-8 system (a lone surrogate)
+FS_KEY_SENT = "caf\\udce9"  # how a metadata key holding it travels: the surrogate as a backslash escape
+
+
+class TestTextUtf8CannotEncode:
+    """Lone surrogates in a session's name, metadata keys or values: the session still travels (it raised
+    UnicodeEncodeError, so a client or OTel's propagator sent no session at all)."""
+
+    KEY = "k3y-for-tests"
+
+    def test_name_and_values_read_back_exactly_with_nothing_to_warn_about(self, caplog):
+        with ContextVarSession(FS_NAME, path=FS_NAME, paths=[FS_NAME, "é"], nested={FS_NAME: FS_NAME}) as s:
+            ctx = s.to_context()
+        with caplog.at_level(logging.WARNING):
+            header = encode_baggage(ctx)
+            assert header.isascii()
+            assert decode_baggage(header, strict=True) == ctx
+            items = context_to_baggage_items(ctx)  # what OTel's propagator sends, with quote_plus
+            otel_header = ",".join(f"{quote_plus(k)}={quote_plus(v)}" for k, v in items.items())
+            assert decode_baggage(otel_header, strict=True) == ctx
+            assert context_from_baggage_items(items, strict=True) == ctx
+        assert caplog.records == []
+
+    @settings(max_examples=200)
+    @given(st.text(st.characters(categories=("Cs", "L", "P", "Zs")), min_size=1, max_size=20), json_values)
+    def test_any_name_and_string_value_read_back_exactly(self, name, value):
+        ctx = {"v": 1, "name": name, "uid_chain": ["ab"], "metadata": {"k": name, "v": value}}
+        assert decode_baggage(encode_baggage(ctx), strict=True) == ctx
+        assert context_from_baggage_items(context_to_baggage_items(ctx), strict=True) == ctx
+
+    def test_text_utf8_can_encode_is_sent_as_before(self):
+        header = encode_baggage({"v": 1, "name": "café", "uid_chain": ["ab"], "metadata": {"k": "é", "é": 1}})
+        assert (
+            header == "session.v=1,session.name=caf%C3%A9,session.uids=ab,session.m.k=%22%C3%A9%22,session.m.%C3%A9=1"
+        )
+
+    def test_a_key_travels_escaped_with_one_warning(self, caplog, monkeypatch):
+        monkeypatch.setattr(baggage, "_escaped_keys", set())  # warnings are once per key and process
+        ctx = {
+            "v": 1,
+            "name": "n",
+            "uid_chain": ["ab"],
+            "metadata": {FS_NAME: 1, "other": 2, FS_NAME + "[]": [1], "é" + FS_NAME: 3},
+        }
+        sent = {FS_KEY_SENT: 1, "other": 2, FS_KEY_SENT + "[]": [1], "é" + FS_KEY_SENT: 3}
+        with caplog.at_level(logging.WARNING, logger="session_core.baggage"):
+            header = encode_baggage(ctx)
+            assert encode_baggage(ctx) == header
+            items = context_to_baggage_items(ctx)
+        assert decode_baggage(header, strict=True)["metadata"] == sent
+        assert context_from_baggage_items(items, strict=True)["metadata"] == sent
+        warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+        assert len(warnings) == 3 and repr(FS_NAME) in warnings[0] and "UTF-8" in warnings[0]
+
+    def test_an_escaped_key_never_duplicates_a_key_already_there(self, caplog, monkeypatch):
+        monkeypatch.setattr(baggage, "_escaped_keys", set())
+        # two members with one key would make every receiver refuse the whole context
+        ctx = {"v": 1, "name": "n", "uid_chain": ["ab"], "metadata": {FS_NAME: 1, FS_KEY_SENT: 2}}
+        with caplog.at_level(logging.WARNING, logger="session_core.baggage"):
+            header = encode_baggage(ctx)
+            items = context_to_baggage_items(ctx)
+        assert decode_baggage(header, strict=True)["metadata"] == {FS_KEY_SENT: 2}
+        assert context_from_baggage_items(items, strict=True)["metadata"] == {FS_KEY_SENT: 2}
+        assert "left out" in caplog.text
+
+    def test_signed(self):
+        ctx = {"v": 1, "name": FS_NAME, "uid_chain": ["ab"], "metadata": {FS_NAME: FS_NAME}}
+        back = decode_baggage(encode_baggage(ctx, signing_key=self.KEY), signing_key=self.KEY, strict=True)
+        assert back["name"] == FS_NAME and back["metadata"] == {FS_KEY_SENT: FS_NAME}
+
+    def test_context_dicts_carry_it_exactly_as_json_and_pickle(self):
+        with ContextVarSession(FS_NAME, **{FS_NAME: FS_NAME}) as s:
+            ctx = s.to_context()
+        text = json.dumps(ctx)
+        assert text.isascii()  # json's default escapes it; ensure_ascii=False would give text UTF-8 cannot encode
+        for copy in (json.loads(text), pickle.loads(pickle.dumps(ctx))):
+            with ContextVarSession.from_context(copy) as child:
+                assert child.name == FS_NAME and get_current_metadata() == {FS_NAME: FS_NAME}
+        signed = sign_context(ctx, self.KEY)
+        verify_context(validate_context(json.loads(json.dumps(signed))), self.KEY)
 
 
 class TestSlug:

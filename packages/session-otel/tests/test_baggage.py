@@ -96,6 +96,28 @@ def test_keys_with_spaces_travel_through_the_global_propagator():
     assert decode_baggage(headers["baggage"], strict=True)["metadata"] == s.metadata
 
 
+def test_text_utf8_cannot_encode_travels_through_both_propagators(caplog):
+    """A lone surrogate (``os.fsdecode`` of a non-UTF-8 file name) made both propagators leave the whole session
+    out of the carrier; name and values now arrive exactly, a key with its escape written out."""
+    name, path = "caf\udce9", "/data/caf\udce9.jsonl"
+    with caplog.at_level(logging.WARNING):
+        with OTelSession(name, path=path, files=[path], **{"k\udce9": 1}) as s:
+            ours: dict[str, str] = {}
+            propagate.inject(ours)
+            theirs: dict[str, str] = {}
+            W3CBaggagePropagator().inject(theirs)
+            chain = s.uid_chain
+    assert "left out of an outgoing carrier" not in caplog.text
+    for carrier in (ours, theirs):
+        ctx = decode_baggage(carrier["baggage"], strict=True)
+        assert ctx == {
+            "v": 1,
+            "name": name,
+            "uid_chain": chain,
+            "metadata": {"path": path, "files": [path], "k\\udce9": 1},
+        }
+
+
 def test_other_baggage_members_are_untouched_and_restored_on_exit():
     token = attach(baggage.set_baggage("tenant", "acme corp", baggage.set_baggage("region", "eu")))
     try:

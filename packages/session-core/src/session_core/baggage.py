@@ -14,6 +14,10 @@ OpenTelemetry's ``unquote_plus`` and a plain ``unquote`` read the same thing)::
 Through OpenTelemetry's propagator, which strips whitespace around keys, a metadata key with leading or
 trailing whitespace arrives stripped (names are protected by JSON-quoting).
 
+Text UTF-8 cannot encode (lone surrogates, as ``os.fsdecode`` gives for a non-UTF-8 file name) has no
+percent-encoding. In a name or a metadata value it travels as JSON ``\\udce9`` escapes, which read back exactly;
+a metadata key travels with such escapes as plain text (``caf\\udce9``), with one warning per key.
+
 Decoding is total: any input gives a context or None with one logged warning that names the problem (never
 the whole input); only ``strict=True`` raises `InvalidSessionContext`.
 """
@@ -66,6 +70,12 @@ _PLAIN_STRING = re.compile(r"[A-Za-z0-9 !#$%&'()*+,\-./:;<=>?@\[\]^_`{|}~]*")  #
 _ENCODED_VALUE = re.compile(r"(?:[!#$&-+\--:<-\[\]-~]|%[0-9A-Fa-f]{2})*")
 _UIDS = re.compile(r"[0-9A-Za-z_-]{1,64}(?:\.[0-9A-Za-z_-]{1,64}){0,63}")
 _INT = re.compile(r"-?(?:0|[1-9][0-9]{0,17})")
+_SURROGATE = re.compile(r"[\ud800-\udfff]")  # what UTF-8 cannot encode: ``os.fsdecode`` of a non-UTF-8 name
+
+
+def _unencodable(text: str) -> bool:
+    """Whether `text` holds a lone surrogate, which UTF-8 (so percent-encoding) cannot encode."""
+    return not text.isascii() and _SURROGATE.search(text) is not None
 
 
 def is_session_key(key: str) -> bool:
@@ -79,7 +89,10 @@ def _json_value(value: Any) -> str:
         return f'"{value}"'
     if t is int:
         return str(value)
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    text = json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    if _unencodable(text):  # JSON's \u escapes carry lone surrogates exactly; UTF-8 cannot
+        return json.dumps(value, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
+    return text
 
 
 def _parse_json_value(text: str) -> Any:
@@ -93,10 +106,49 @@ def _parse_json_value(text: str) -> Any:
 
 
 def _name_value(name: str) -> str:
-    """The name as is; as a JSON string when it starts with a quote or has edge whitespace (which OTel strips)."""
-    if name[:1] == '"' or name != name.strip():
-        return json.dumps(name, ensure_ascii=False)
+    """The name as is; as a JSON string when it starts with a quote or has edge whitespace (which OTel strips),
+    or holds lone surrogates (written as JSON escapes, which UTF-8 can carry)."""
+    unencodable = _unencodable(name)
+    if unencodable or name[:1] == '"' or name != name.strip():
+        return json.dumps(name, ensure_ascii=unencodable)
     return name
+
+
+_escaped_keys: set[str] = set()  # metadata keys warned about, so each is said once per process
+
+
+def _wire_key(key: str, metadata: Mapping[str, Any]) -> str | None:
+    """The metadata key `key` as it travels: itself, or with lone surrogates (which UTF-8 cannot encode) written as
+    ``\\udce9`` escapes; None (left out) when that escaped form is also a key of `metadata`, whose value it keeps.
+
+    A key cannot be JSON-quoted as a name is (a quoted key is a valid key), so this is said once per key."""
+    if not _unencodable(key):
+        return key
+    escaped = key.encode("utf-8", "backslashreplace").decode("utf-8")
+    kept = escaped not in metadata
+    if escaped not in _escaped_keys and len(_escaped_keys) < 1024:
+        _escaped_keys.add(escaped)
+        logger.warning(
+            "metadata key %r holds text UTF-8 cannot encode (a lone surrogate, as os.fsdecode gives for a "
+            "non-UTF-8 file name): %s",
+            key[:64],
+            "it travels in baggage with that escape written out"
+            if kept
+            else "left out of baggage, where that escaped form is already another key",
+        )
+    return escaped if kept else None
+
+
+def _wire_metadata(metadata: dict[str, Any]) -> dict[str, Any]:
+    """`metadata` with its keys as they travel (see `_wire_key`); `metadata` itself when every key is as is."""
+    if not any(map(_unencodable, metadata)):
+        return metadata
+    out = {}
+    for key, value in metadata.items():
+        wire = _wire_key(key, metadata)
+        if wire is not None:
+            out[wire] = value
+    return out
 
 
 def _parse_name(value: str) -> str:
@@ -127,8 +179,15 @@ def context_to_baggage_items(ctx: Mapping[str, Any]) -> dict[str, str]:
         "session.name": _name_value(ctx["name"]),
         "session.uids": ".".join(ctx["uid_chain"]),
     }
-    for key, value in ctx.get("metadata", {}).items():
-        items[META_PREFIX + key] = _json_value(value)
+    metadata = ctx.get("metadata", {})
+    for key, value in metadata.items():
+        member = META_PREFIX + key
+        if not member.isascii():
+            wire = _wire_key(key, metadata)
+            if wire is None:
+                continue
+            member = META_PREFIX + wire
+        items[member] = _json_value(value)
     if "sig" in ctx:
         items["session.ts"] = str(ctx["ts"])
         items["session.sig"] = ctx["sig"]
@@ -355,12 +414,17 @@ def _encode_context(ctx: Mapping[str, Any], metadata: Mapping[str, Any]) -> list
             cache_key = (key, t, value)
             member = cache.get(cache_key)
             if member is None:
-                member = _meta_member(key, value)
-                if len(member) <= _CACHEABLE_MEMBER:
+                wire = key if key.isascii() else _wire_key(key, metadata)
+                if wire is None:
+                    continue
+                member = _meta_member(wire, value)
+                if wire is key and len(member) <= _CACHEABLE_MEMBER:  # an escaped key is checked every time
                     _remember(cache, cache_key, member)
             members.append(member)
         else:
-            members.append(_meta_member(key, value))
+            wire = key if key.isascii() else _wire_key(key, metadata)
+            if wire is not None:
+                members.append(_meta_member(wire, value))
     if "sig" in ctx:
         members.append(f"session.ts={ctx['ts']}")
         members.append(f"session.sig={_enc_value(ctx['sig'])}")
@@ -383,6 +447,8 @@ def encode_baggage(
         ctx = {k: v for k, v in ctx.items() if k not in ("sig", "ts")}
     key = resolve_signing_key(signing_key)
     metadata = _checked_metadata(ctx.get("metadata", {}))
+    if key is not None:
+        metadata = _wire_metadata(metadata)  # the signature covers the keys as they travel
     ctx = {**ctx, "metadata": metadata}
     if key is not None:
         ctx = sign_context(dict(ctx), key)

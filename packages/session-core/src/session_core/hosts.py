@@ -4,11 +4,18 @@ Entries are host names (``api.example.com``, ``127.0.0.1``, ``::1``) or ``*.``-w
 matches every subdomain of example.com (not example.com itself, as in TLS certificates); ``*`` alone matches
 every host. Matching ignores case, a trailing dot and IPv6 brackets. The default is ``$SESSION_PROPAGATE_TO``
 (comma-separated), else every host.
+
+An internationalised name matches in either form: requests reports the IDNA ASCII form (``xn--bcher-kva.example``),
+httpx the Unicode one (``bücher.example``), so both are read as the ASCII form. A name whose IDNA 2003 form (the
+stdlib codec, urllib) differs from its IDNA 2008 one (requests, httpx), such as ``straße.de`` (``strasse.de`` or
+``xn--strae-oqa.de``, two domains), is left as written, as is a name IDNA cannot encode: each matches only itself.
 """
 
 from __future__ import annotations
 
+import functools
 import os
+import unicodedata
 from collections.abc import Iterable
 from urllib.parse import urlsplit
 
@@ -18,11 +25,32 @@ PROPAGATE_TO_ENV = "SESSION_PROPAGATE_TO"
 
 
 def normalize_host(host: str) -> str:
-    """`host` lower-cased, without IPv6 brackets or a trailing dot."""
+    """`host` lower-cased, without IPv6 brackets or a trailing dot, an internationalised name in its IDNA ASCII
+    form (``xn--`` labels: see the module docstring). Never raises for a str."""
     host = host.strip().lower()
     if host.startswith("[") and host.endswith("]"):
         host = host[1:-1]
-    return host.rstrip(".")
+    host = host.rstrip(".")
+    return host if host.isascii() else _ascii_form(host)
+
+
+@functools.lru_cache(maxsize=1024)
+def _ascii_form(host: str) -> str:
+    """`host` (lower-cased) with its non-ASCII labels in IDNA ASCII form; `host` itself when a label has none that
+    IDNA 2003 and 2008 agree on (the stdlib codec raises, or maps it elsewhere: ß to ss, ﬁ to fi)."""
+    labels = host.split(".")
+    for i, label in enumerate(labels):
+        if label.isascii():
+            continue  # "*" and "xn--" labels too
+        try:
+            idna2003 = label.encode("idna")  # nameprep, then punycode; UnicodeError for what it cannot encode
+            punycode = b"xn--" + unicodedata.normalize("NFC", label).encode("punycode")
+        except UnicodeError:
+            return host
+        if idna2003 != punycode:
+            return host
+        labels[i] = punycode.decode("ascii")
+    return ".".join(labels)
 
 
 def host_of(url: str) -> str | None:
