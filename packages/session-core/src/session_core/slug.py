@@ -28,51 +28,26 @@ RLLM_SLUG_PREFIX = "rllm1:"
 MAX_SLUG_LENGTH = 6144
 _SLUG_RE = re.compile(r"(?:v1\.|rllm1:)?[A-Za-z0-9_-]*")
 _META_SEGMENT = "/meta/"
-_SURROGATE = re.compile("[\ud800-\udfff]")
 _SLUG_PREFIXES = (SLUG_PREFIX, RLLM_SLUG_PREFIX)
 
 
 def encode_metadata_slug(meta: Mapping[str, Any]) -> str:
-    """``v1.`` + base64url (unpadded) of the compact JSON of `meta`."""
+    """``v1.`` + base64url (unpadded) of the compact JSON of `meta` (UTF-8; text UTF-8 cannot encode, a lone
+    surrogate, as JSON ``\\udce9`` escapes, which `decode_metadata_slug` reads back exactly)."""
     if not isinstance(meta, Mapping):
         raise TypeError(f"slug metadata must be a dict, got {type(meta).__name__}")
     try:
-        body = json.dumps(json_safe(meta, "slug metadata"), separators=(",", ":"), ensure_ascii=False)
+        safe = json_safe(meta, "slug metadata")
     except UnserializableMetadata as exc:
         raise ValueError(str(exc)) from exc
     try:
-        raw = body.encode()
-    except UnicodeEncodeError:  # a lone surrogate: refused like other metadata a slug cannot carry
-        problem = _surrogate_problem(meta, "slug metadata") or "slug metadata holds text UTF-8 cannot encode"
-        raise ValueError(problem) from None
+        raw = json.dumps(safe, separators=(",", ":"), ensure_ascii=False).encode()
+    except UnicodeEncodeError:  # a lone surrogate (os.fsdecode of a non-UTF-8 name): JSON escapes carry it exactly
+        raw = json.dumps(safe, separators=(",", ":")).encode()
     slug = SLUG_PREFIX + base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
     if len(slug) > MAX_SLUG_LENGTH:
         raise ValueError(f"metadata slug is {len(slug)} characters, over the limit of {MAX_SLUG_LENGTH}")
     return slug
-
-
-def _surrogate_problem(value: Any, where: str) -> str:
-    """What and where the first lone surrogate in `value` (JSON-safe metadata) is, as an error message."""
-    if isinstance(value, str):
-        char = _SURROGATE.search(value)
-        if char is not None:
-            return (
-                f"{where} holds a lone surrogate {char.group()!r}, which UTF-8 cannot encode "
-                "(text decoded with errors='surrogateescape'?); pass valid Unicode text"
-            )
-    elif isinstance(value, Mapping):
-        for key, item in value.items():
-            if _SURROGATE.search(key):
-                return f"{where} has a key {key!r} holding a lone surrogate, which UTF-8 cannot encode"
-            found = _surrogate_problem(item, f"{where}[{key!r}]")
-            if found:
-                return found
-    elif isinstance(value, (list, tuple)):
-        for i, item in enumerate(value):
-            found = _surrogate_problem(item, f"{where}[{i}]")
-            if found:
-                return found
-    return ""
 
 
 def decode_metadata_slug(slug: str) -> dict[str, Any]:
