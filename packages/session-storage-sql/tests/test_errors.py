@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import sqlite3
 import threading
 from pathlib import Path
@@ -122,6 +123,27 @@ def test_an_unreachable_postgresql_server_gives_storage_error() -> None:
         storage.get_traces("r")
     assert "OperationalError" in str(info.value) and "after 2 attempts" in str(info.value)
     assert "127.0.0.1" in str(info.value)
+
+
+def test_a_postgresql_server_that_never_answers_is_retried_like_one_that_refuses() -> None:
+    # A listening socket nobody accepts from: the TCP connection is made, the server never speaks, and psycopg
+    # gives up with its ConnectionTimeout (an OperationalError subclass), which was not retried.
+    pytest.importorskip("psycopg")
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(8)
+    port = silent.getsockname()[1]
+    try:
+        storage = SqlSessionStorage(
+            f"postgresql://nobody@127.0.0.1:{port}/none?connect_timeout=1",
+            retry=RetryPolicy(attempts=2, initial_delay=0.01),
+        )
+        with pytest.raises(StorageError) as info:
+            storage.add_trace(["r"], "s", Trace(name="kept by the caller, who was told"))
+    finally:
+        silent.close()
+    assert "ConnectionTimeout" in str(info.value) and "after 2 attempts" in str(info.value)
+    assert "stayed unreachable" in str(info.value)
 
 
 def test_retry_policy_validates() -> None:

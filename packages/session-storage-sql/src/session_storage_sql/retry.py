@@ -1,9 +1,9 @@
 """Which database errors are worth retrying, and how long to keep trying before telling the caller.
 
 Transient: SQLite ``database is locked`` / ``busy`` (another process holds the write lock past the busy
-timeout), and on PostgreSQL dropped or terminated connections, a server starting up or shutting down,
-serialization failures and deadlocks. Every write is idempotent by ``trace_id``, so retrying a transaction
-whose COMMIT may or may not have reached the server never duplicates anything.
+timeout), and on PostgreSQL dropped, terminated, refused or timed-out connections, a server starting up or
+shutting down, serialization failures and deadlocks. Every write is idempotent by ``trace_id``, so retrying a
+transaction whose COMMIT may or may not have reached the server never duplicates anything.
 """
 
 from __future__ import annotations
@@ -41,7 +41,23 @@ _DISCONNECT_WORDS = (
     "ssl connection has been closed",
     "the connection is lost",
     "connection reset",
+    "timeout expired",  # psycopg's ConnectionTimeout: a server that accepted the connection but never answered
+    "timed out",
+    "no route to host",
+    "network is unreachable",
 )
+_DBAPI_CONNECTION_ERRORS = ("OperationalError", "InterfaceError")
+
+
+def _driver_kind(exc: BaseException) -> str | None:
+    """``"OperationalError"`` or ``"InterfaceError"`` when `exc` is one of the DB-API's (or a subclass, such as
+    psycopg's client-side ``ConnectionTimeout``) and not SQLite's; else None."""
+    if type(exc).__module__.startswith("sqlite3"):
+        return None
+    for cls in type(exc).__mro__:
+        if cls.__name__ in _DBAPI_CONNECTION_ERRORS:
+            return cls.__name__
+    return None
 
 
 class ConnectionLost(Exception):
@@ -106,7 +122,7 @@ def _transient_one(exc: BaseException) -> bool:
     name = type(exc).__name__
     if name == "OperationalError" and type(exc).__module__ == "sqlite3":
         return any(word in message for word in _SQLITE_TRANSIENT)
-    if name in ("OperationalError", "InterfaceError"):
+    if _driver_kind(exc) is not None:
         return any(word in message for word in _DISCONNECT_WORDS)
     return False
 
@@ -124,9 +140,10 @@ def is_connection_error(exc: BaseException) -> bool:
     """Whether the error says the connection itself failed (so it must not go back to the pool)."""
     for item in _chain(exc):
         state = _sqlstate(item)
-        if state is not None and (state.startswith(_PG_TRANSIENT_CLASSES) or state.startswith("57P")):
-            return True
-        if type(item).__name__ in ("OperationalError", "InterfaceError") and type(item).__module__ != "sqlite3":
+        if state is not None:  # the server's own error: its SQLSTATE says (a statement timeout leaves it usable)
+            if state.startswith(_PG_TRANSIENT_CLASSES) or state.startswith("57P"):
+                return True
+        elif _driver_kind(item) is not None:
             return True
     return False
 
