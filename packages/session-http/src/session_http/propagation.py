@@ -163,8 +163,16 @@ def _header_value(headers: Mapping[str, Any] | Iterable[tuple[Any, Any]]) -> str
                     found = value
                     break
         return found if isinstance(found, (str, bytes)) else None
+    items = getattr(headers, "items", None)
+    pairs: Iterable[Any] = items() if callable(items) else headers  # `email.message.Message` (http.server): pairs
     values: list[Any] = []
-    for key, value in headers:  # ASGI-style pairs; several baggage headers combine
+    for pair in pairs:  # ASGI-style pairs; several baggage headers combine
+        if type(pair) not in (tuple, list) or len(pair) != 2:
+            raise TypeError(
+                f"extract() takes a mapping of headers or (name, value) pairs, got {type(headers).__name__} "
+                f"holding {type(pair).__name__}"
+            )
+        key, value = pair
         if isinstance(key, (str, bytes)) and key.lower() in (BAGGAGE, BAGGAGE.encode()):
             values.append(value)
     if not values:
@@ -183,7 +191,9 @@ def extract(
 ) -> dict[str, Any] | None:
     """The context dict carried by the ``baggage`` header in `headers`, or None.
 
-    `headers` is a mapping (names matched case-insensitively) or ``(name, value)`` pairs (ASGI's raw headers).
+    `headers` is a mapping (names matched case-insensitively), ``(name, value)`` pairs (ASGI's raw headers) or
+    an object with ``items()`` giving such pairs (``http.server``'s ``email.message.Message``); a `TypeError`
+    for anything else.
     Malformed, oversized or (with a signing key) unsigned/forged contexts give None with one warning, or raise
     `session_core.InvalidSessionContext` when `strict`. `storage` resolves contexts sent by reference.
     """
