@@ -39,15 +39,20 @@ def getenv(name: str) -> str | None:
 
 
 def _find_baggage(headers: Mapping[str, str]) -> tuple[str | None, str | None]:
-    """``(key, value)`` of the baggage header in `headers`, matching the name case-insensitively."""
-    value = headers.get(BAGGAGE)
-    if value is not None:
-        return BAGGAGE, value
-    if type(headers) is dict:  # a plain dict is case-sensitive; case-insensitive mappings answered above
-        for name, value in headers.items():
-            if name.lower() == BAGGAGE:
-                return name, value
-    return None, None
+    """``(key, value)`` of the baggage header in `headers`, matching the name case-insensitively; a bytes value
+    (requests takes those) as latin-1 text, as requests sends it."""
+    name: str | None = BAGGAGE
+    value: Any = headers.get(BAGGAGE)
+    if value is None:
+        name = None
+        if type(headers) is dict:  # a plain dict is case-sensitive; case-insensitive mappings answered above
+            for key, item in headers.items():
+                if key.lower() == BAGGAGE:
+                    name, value = key, item
+                    break
+    if type(value) is bytes:
+        value = value.decode("latin-1")
+    return name, value
 
 
 def _strip(headers: MutableMapping[str, str]) -> None:
