@@ -161,6 +161,9 @@ def _allow_list(propagate_to: str | Iterable[str] | None) -> HostAllowList:
 
 def _header_value(headers: Mapping[str, Any] | Iterable[tuple[Any, Any]]) -> str | bytes | None:
     if isinstance(headers, Mapping):
+        getlist = getattr(headers, "getlist", None)  # Starlette's, werkzeug's: `get` answers the first header only
+        if callable(getlist):
+            return _combined(getlist(BAGGAGE))
         found: Any = headers.get(BAGGAGE)
         if found is None:
             for key, value in headers.items():  # a case-sensitive mapping, or one with bytes keys
@@ -180,6 +183,11 @@ def _header_value(headers: Mapping[str, Any] | Iterable[tuple[Any, Any]]) -> str
         key, value = pair
         if isinstance(key, (str, bytes)) and key.lower() in (BAGGAGE, BAGGAGE.encode()):
             values.append(value)
+    return _combined(values)
+
+
+def _combined(values: list[Any]) -> str | bytes | None:
+    """Several baggage headers' values as one (comma-joined, as W3C combines them); None for none."""
     if not values:
         return None
     if all(isinstance(v, bytes) for v in values):
@@ -196,7 +204,8 @@ def extract(
 ) -> dict[str, Any] | None:
     """The context dict carried by the ``baggage`` header in `headers`, or None.
 
-    `headers` is a mapping (names matched case-insensitively), ``(name, value)`` pairs (ASGI's raw headers) or
+    `headers` is a mapping (names matched case-insensitively; every repeated ``baggage`` header combined when it
+    has ``getlist``, as Starlette's ``request.headers`` does), ``(name, value)`` pairs (ASGI's raw headers) or
     an object with ``items()`` giving such pairs (``http.server``'s ``email.message.Message``); a `TypeError`
     for anything else.
     Malformed, oversized or (with a signing key) unsigned/forged contexts give None with one warning, or raise
