@@ -419,3 +419,48 @@ def test_several_baggage_headers_combine(serve_asgi, probe_apps):
     info = json.loads(conn.getresponse().read())
     conn.close()
     assert info["session"]["uid_chain"][:-1] == root.uid_chain and info["metadata"] == {"k": 1}
+
+
+def test_a_session_in_any_of_several_baggage_headers_is_read(serve_asgi, probe_apps):
+    """Repeated baggage headers combine (W3C): a session in the first is read even when the last has none."""
+    import http.client
+
+    server = serve_asgi(SessionMiddleware(probe_apps[0]))
+    with ContextVarSession("first", k=1) as root:
+        value = inject()["baggage"]
+    for _ in range(2):  # the second time from the cache of decoded headers
+        conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+        conn.putrequest("GET", "/")
+        conn.putheader("baggage", value)
+        conn.putheader("baggage", "other=1")
+        conn.endheaders()
+        info = json.loads(conn.getresponse().read())
+        conn.close()
+        assert info["session"]["uid_chain"][:-1] == root.uid_chain and info["metadata"] == {"k": 1}
+
+
+def test_extract_of_starlette_request_headers_reads_every_baggage_header(serve_asgi):
+    """Starlette's ``request.headers`` is a `Mapping` whose ``get`` answers the first of repeated headers only."""
+    import http.client
+
+    pytest.importorskip("starlette")
+    from starlette.applications import Starlette
+    from starlette.responses import JSONResponse
+    from starlette.routing import Route
+
+    from session_http import extract
+
+    async def endpoint(request: Any) -> Any:
+        return JSONResponse({"ctx": extract(request.headers)})
+
+    server = serve_asgi(Starlette(routes=[Route("/", endpoint)]))
+    with ContextVarSession("second", k=1) as root:
+        value = inject()["baggage"]
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+    conn.putrequest("GET", "/")
+    conn.putheader("baggage", "other=1")
+    conn.putheader("baggage", value)
+    conn.endheaders()
+    ctx = json.loads(conn.getresponse().read())["ctx"]
+    conn.close()
+    assert ctx is not None and ctx["uid_chain"] == root.uid_chain and ctx["metadata"] == {"k": 1}

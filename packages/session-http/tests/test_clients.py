@@ -19,6 +19,7 @@ import pytest
 
 from session_core import ContextVarSession, MissingOptionalDependency, decode_baggage
 from session_http import (
+    inject,
     instrument_httpx,
     instrument_requests,
     uninstrument_httpx,
@@ -114,6 +115,19 @@ def test_requests_every_session_and_the_allow_list(echo_port):
     assert requests.Session.send is original
     with ContextVarSession("after"):
         assert requests.get(f"http://127.0.0.1:{echo_port}/").json() == {"baggage": None}
+
+
+def test_requests_with_a_bytes_baggage_header_still_sends_the_session(echo_port, caplog):
+    """requests takes header values as bytes too: the session merges into them (or is stripped from them)."""
+    requests = pytest.importorskip("requests")
+    instrument_requests(propagate_to=["127.0.0.1"])
+    with ContextVarSession("bytes", k=1):
+        stale = inject({"baggage": "userId=7"})["baggage"].encode()
+        allowed = requests.get(f"http://127.0.0.1:{echo_port}/", headers={"baggage": b"userId=7"}).json()
+        denied = requests.get(f"http://localhost:{echo_port}/", headers={"baggage": stale}).json()
+    assert _has_session(allowed) and allowed["baggage"].startswith("userId=7,session.v=1")
+    assert denied == {"baggage": "userId=7"}
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
 
 
 def test_requests_redirect_to_a_host_outside_the_allow_list_loses_the_session(echo_port):

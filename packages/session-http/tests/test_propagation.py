@@ -1,4 +1,4 @@
-"""inject / extract and the propagate_to allow-list, without a network."""
+"""inject / extract and the propagate_to allow-list, without a network (but for one stdlib server)."""
 
 from __future__ import annotations
 
@@ -208,3 +208,49 @@ def test_merged_header_over_the_limit_falls_back_to_the_encoder():
     with ContextVarSession("fits", n=1) as session:
         merged = inject({"baggage": others[:2000]})
     assert extract(merged)["uid_chain"] == session.uid_chain  # type: ignore[index]
+
+
+def test_extract_reads_a_stdlib_servers_headers_every_baggage_header_combined():
+    """``http.server``'s ``self.headers`` (an ``email.message.Message``: mapping-like, not a `Mapping`)."""
+    import http.client
+    import http.server
+    import threading
+
+    seen: list[object] = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            try:
+                seen.append(extract(self.headers))
+            except Exception as exc:
+                seen.append(exc)
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    try:
+        with ContextVarSession("stdlib", k=1) as session:
+            value = inject()["baggage"]
+        conn = http.client.HTTPConnection("127.0.0.1", server.server_port, timeout=30)
+        conn.putrequest("GET", "/")
+        conn.putheader("Baggage", value)
+        conn.putheader("baggage", "other=1")
+        conn.endheaders()
+        assert conn.getresponse().status == 204
+        conn.close()
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(10)
+    assert len(seen) == 1 and isinstance(seen[0], dict), seen
+    assert seen[0]["uid_chain"] == session.uid_chain and seen[0]["metadata"] == {"k": 1}
+
+
+def test_extract_of_something_that_is_no_headers_says_so():
+    with pytest.raises(TypeError, match="mapping of headers or"):
+        extract(["baggage"])  # type: ignore[list-item]

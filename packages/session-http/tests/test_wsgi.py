@@ -48,6 +48,18 @@ def test_slug_rewrites_path_info_and_request_uri(serve_wsgi, probe_apps, fetch_j
     assert [t.input for t in root.llm_calls] == ["/v1/chat/completions/record"]
 
 
+def test_a_percent_encoded_slug_is_stripped_from_request_uri_too(serve_wsgi, probe_apps, fetch_json):
+    """A client that percent-encodes the rLLM slug's ':' (``rllm1%3A…``): PATH_INFO holds it decoded, the raw
+    REQUEST_URI encoded; both lose it, as ``path`` and ``raw_path`` do under ASGI."""
+    server = serve_wsgi(SessionWSGIMiddleware(probe_apps[1]))
+    with ContextVarSession("encoded", arm="d"):
+        slug = build_proxied_base_url("/v1", assemble_routing_metadata()).split("/")[2]
+    encoded = "rllm1%3A" + slug[len("v1.") :]
+    _, info = fetch_json(f"{server.url}/meta/{encoded}/v1/a%20b?x=/meta/{encoded}")
+    assert info["metadata"] == {"arm": "d"}
+    assert info["path"] == "/v1/a b" and info["raw_path"] == f"/v1/a%20b?x=/meta/{encoded}"
+
+
 def test_a_slug_behind_an_apps_own_meta_route_rewrites_the_right_segment(serve_wsgi, probe_apps, fetch_json):
     server = serve_wsgi(SessionWSGIMiddleware(probe_apps[1]))
     with ContextVarSession("mounted", arm="c"):

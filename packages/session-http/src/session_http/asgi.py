@@ -60,8 +60,10 @@ class SessionMiddleware:
             await self.app(scope, receive, send)
             return
         raw_headers = scope["headers"]
-        headers = dict(raw_headers)  # one C call; repeated header names are joined below
+        headers = dict(raw_headers)  # one C call; it keeps the last of repeated names: baggage is joined here
         baggage: bytes | None = headers.get(b"baggage")
+        if baggage is not None and len(headers) != len(raw_headers):
+            baggage = _joined(raw_headers, b"baggage")
         path: str = scope["path"]
         state = scope.get("state")
         if state is None:  # a server without lifespan state: add it to a copy (changes must not leak upstream)
@@ -74,8 +76,6 @@ class SessionMiddleware:
                 state[STATE_KEY] = {}  # no session: the request costs this much
                 await self.app(scope, receive, send)
                 return
-            if len(headers) != len(raw_headers):
-                baggage = _joined(raw_headers, b"baggage") or baggage
             known = self._known.get(baggage) if self._plain_sessions else None
             if (
                 known is not None  # the hot path: a session header seen before (decoded and validated then)
@@ -89,8 +89,6 @@ class SessionMiddleware:
                 finally:
                     session._exit_stack()
                 return
-        elif len(headers) != len(raw_headers):
-            baggage = _joined(raw_headers, b"baggage")
         traceparent: bytes | None = headers.get(b"traceparent")
         tracestate: bytes | None = headers.get(b"tracestate")
         if tracestate is not None and len(headers) != len(raw_headers):

@@ -15,7 +15,7 @@ from urllib.parse import quote
 from session_core import decode_metadata_slug
 from session_core.slug import find_metadata_segment
 
-__all__ = ["META_SEGMENT", "PathSlug", "drop_segment", "find_path_slug", "raw_path_without"]
+__all__ = ["META_SEGMENT", "PathSlug", "drop_segment", "find_path_slug", "raw_path_without", "request_uri_without"]
 
 META_SEGMENT = "/meta/"
 _PATH_SAFE = "/:@!$&'()*+,;=-._~"
@@ -73,3 +73,15 @@ def raw_path_without(raw_path: bytes | None, segment: str, clean_path: str) -> b
         if dropped is not None:
             return dropped.encode("latin-1")
     return quote(clean_path, safe=_PATH_SAFE).encode("ascii")
+
+
+def request_uri_without(uri: str, segment: str, clean_path: str) -> str:
+    """A WSGI ``REQUEST_URI`` / ``RAW_URI`` without the segment, its query kept as it was; when the segment was
+    percent-encoded there, the path is re-encoded from `clean_path` (``SCRIPT_NAME`` + the new ``PATH_INFO``,
+    PEP 3333's latin-1 text)."""
+    at = uri.find("?")
+    path, query = (uri, "") if at < 0 else (uri[:at], uri[at:])
+    dropped = drop_segment(path, segment)
+    if dropped is None:
+        dropped = quote(clean_path, safe=_PATH_SAFE, encoding="latin-1", errors="replace")
+    return dropped + query

@@ -39,15 +39,20 @@ def getenv(name: str) -> str | None:
 
 
 def _find_baggage(headers: Mapping[str, str]) -> tuple[str | None, str | None]:
-    """``(key, value)`` of the baggage header in `headers`, matching the name case-insensitively."""
-    value = headers.get(BAGGAGE)
-    if value is not None:
-        return BAGGAGE, value
-    if type(headers) is dict:  # a plain dict is case-sensitive; case-insensitive mappings answered above
-        for name, value in headers.items():
-            if name.lower() == BAGGAGE:
-                return name, value
-    return None, None
+    """``(key, value)`` of the baggage header in `headers`, matching the name case-insensitively; a bytes value
+    (requests takes those) as latin-1 text, as requests sends it."""
+    name: str | None = BAGGAGE
+    value: Any = headers.get(BAGGAGE)
+    if value is None:
+        name = None
+        if type(headers) is dict:  # a plain dict is case-sensitive; case-insensitive mappings answered above
+            for key, item in headers.items():
+                if key.lower() == BAGGAGE:
+                    name, value = key, item
+                    break
+    if type(value) is bytes:
+        value = value.decode("latin-1")
+    return name, value
 
 
 def _strip(headers: MutableMapping[str, str]) -> None:
@@ -156,6 +161,9 @@ def _allow_list(propagate_to: str | Iterable[str] | None) -> HostAllowList:
 
 def _header_value(headers: Mapping[str, Any] | Iterable[tuple[Any, Any]]) -> str | bytes | None:
     if isinstance(headers, Mapping):
+        getlist = getattr(headers, "getlist", None)  # Starlette's, werkzeug's: `get` answers the first header only
+        if callable(getlist):
+            return _combined(getlist(BAGGAGE))
         found: Any = headers.get(BAGGAGE)
         if found is None:
             for key, value in headers.items():  # a case-sensitive mapping, or one with bytes keys
@@ -163,10 +171,23 @@ def _header_value(headers: Mapping[str, Any] | Iterable[tuple[Any, Any]]) -> str
                     found = value
                     break
         return found if isinstance(found, (str, bytes)) else None
+    items = getattr(headers, "items", None)
+    pairs: Iterable[Any] = items() if callable(items) else headers  # `email.message.Message` (http.server): pairs
     values: list[Any] = []
-    for key, value in headers:  # ASGI-style pairs; several baggage headers combine
+    for pair in pairs:  # ASGI-style pairs; several baggage headers combine
+        if type(pair) not in (tuple, list) or len(pair) != 2:
+            raise TypeError(
+                f"extract() takes a mapping of headers or (name, value) pairs, got {type(headers).__name__} "
+                f"holding {type(pair).__name__}"
+            )
+        key, value = pair
         if isinstance(key, (str, bytes)) and key.lower() in (BAGGAGE, BAGGAGE.encode()):
             values.append(value)
+    return _combined(values)
+
+
+def _combined(values: list[Any]) -> str | bytes | None:
+    """Several baggage headers' values as one (comma-joined, as W3C combines them); None for none."""
     if not values:
         return None
     if all(isinstance(v, bytes) for v in values):
@@ -183,7 +204,10 @@ def extract(
 ) -> dict[str, Any] | None:
     """The context dict carried by the ``baggage`` header in `headers`, or None.
 
-    `headers` is a mapping (names matched case-insensitively) or ``(name, value)`` pairs (ASGI's raw headers).
+    `headers` is a mapping (names matched case-insensitively; every repeated ``baggage`` header combined when it
+    has ``getlist``, as Starlette's ``request.headers`` does), ``(name, value)`` pairs (ASGI's raw headers) or
+    an object with ``items()`` giving such pairs (``http.server``'s ``email.message.Message``); a `TypeError`
+    for anything else.
     Malformed, oversized or (with a signing key) unsigned/forged contexts give None with one warning, or raise
     `session_core.InvalidSessionContext` when `strict`. `storage` resolves contexts sent by reference.
     """

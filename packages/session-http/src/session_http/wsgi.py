@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from session_http.incoming import Incoming, SessionFactory, has_session_members
-from session_http.pathslug import META_SEGMENT, drop_segment
+from session_http.pathslug import META_SEGMENT, request_uri_without
 
 __all__ = ["SessionWSGIMiddleware"]
 
@@ -69,9 +69,9 @@ class SessionWSGIMiddleware:
             for key in ("REQUEST_URI", "RAW_URI"):
                 uri = environ.get(key)
                 if isinstance(uri, str):
-                    dropped = drop_segment(uri, slug.segment)
-                    if dropped is not None:
-                        environ[key] = dropped
+                    environ[key] = request_uri_without(
+                        uri, slug.segment, (environ.get("SCRIPT_NAME") or "") + slug.path
+                    )
         session = found.session
         if session is None:
             return self.app(environ, start_response)
