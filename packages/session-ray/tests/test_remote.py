@@ -126,6 +126,11 @@ class Recorder:
         record_trace(name=label)
         return get_current_session_name()
 
+    @classmethod
+    def class_work(cls, label: str) -> tuple[str, str | None]:
+        record_trace(name=label)
+        return cls.__name__, get_current_session_name()
+
 
 @session_ray.remote
 class AsyncRecorder:
@@ -391,6 +396,15 @@ def test_static_methods_called_on_a_handle_follow_the_callers_session(storage: A
         assert ray.get(actor.static_work.remote("static")) == "static-caller"
     assert ray.get(actor.static_work.remote("outside")) is None
     assert [t.name for t in session.llm_calls] == ["static"]
+
+
+def test_class_methods_called_on_a_handle_follow_the_callers_session(storage: Any) -> None:
+    """Ray exposes class methods on a handle too: they ran outside the session, their traces lost silently."""
+    actor = Recorder.remote()
+    with ContextVarSession("class-caller", storage=storage) as session:
+        assert ray.get(actor.class_work.remote("classmethod")) == ("Recorder", "class-caller")
+    assert ray.get(actor.class_work.remote("outside")) == ("Recorder", None)
+    assert [t.name for t in session.llm_calls] == ["classmethod"]
 
 
 def test_async_actor_interleaved_calls_keep_their_sessions(storage: Any) -> None:
