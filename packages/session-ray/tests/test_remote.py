@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import functools
 import os
 import pickle
 import signal
@@ -511,6 +512,39 @@ def test_traces_committed_before_the_worker_dies_stay(storage: Any) -> None:
         with pytest.raises(ray.exceptions.RayActorError):
             ray.get(actor.die.remote("before-sigkill"))
     assert sorted(t.name for t in session.llm_calls) == ["before-exit", "before-sigkill", "init"]
+
+
+class _Callable:
+    def __init__(self, prefix: str) -> None:
+        self.prefix = prefix
+
+    def __call__(self, label: str) -> str | None:
+        record_trace(name=f"{self.prefix}{label}")
+        return get_current_session_name()
+
+
+class _AsyncCallable(_Callable):
+    async def __call__(self, label: str) -> str | None:  # type: ignore[override]
+        await asyncio.sleep(0)
+        return super().__call__(label)
+
+
+def _add(a: int, b: int) -> tuple[str | None, int]:
+    record_trace(name=f"add{a + b}")
+    return get_current_session_name(), a + b
+
+
+def test_partials_and_callable_instances_follow_the_session(storage: Any) -> None:
+    """An async ``__call__`` was taken for a sync one: its task failed in the worker with "cannot pickle
+    'coroutine' object"; it now meets Ray's own refusal of ``async def`` tasks, as an async function does."""
+    partial = session_ray.remote(functools.partial(_add, 1))
+    sync_callable = session_ray.remote(_Callable("sync:"))
+    with ContextVarSession("callables", storage=storage) as session:
+        seen = ray.get([partial.remote(2), sync_callable.remote("a")])
+    assert seen == [("callables", 3), "callables"]
+    assert sorted(t.name for t in session.llm_calls) == ["add3", "sync:a"]
+    with pytest.raises(ValueError, match="'async def' should not be used for remote tasks"):
+        session_ray.remote(_AsyncCallable("async:"))
 
 
 def test_remote_rejects_ray_objects_and_non_callables() -> None:

@@ -26,8 +26,9 @@ _Kind = str  # "sync" | "async" | "gen" | "asyncgen"
 
 
 def _kind(fn: Callable[..., Any]) -> _Kind:
-    """How `fn` behaves when called; looks through decorators that hide a coroutine or generator function."""
-    candidates = (fn, inspect.unwrap(fn))
+    """How `fn` behaves when called; looks through decorators that hide a coroutine or generator function, and
+    into the ``__call__`` of a callable instance."""
+    candidates = (fn, inspect.unwrap(fn), inspect.getattr_static(type(fn), "__call__", None))
     if any(inspect.iscoroutinefunction(c) for c in candidates):
         return "async"
     if any(inspect.isasyncgenfunction(c) for c in candidates):
