@@ -547,6 +547,22 @@ def test_partials_and_callable_instances_follow_the_session(storage: Any) -> Non
         session_ray.remote(_AsyncCallable("async:"))
 
 
+def _task_name(prefix: str) -> str:
+    return f"{prefix}{ray.get_runtime_context().get_task_name()}"
+
+
+class _TaskName:
+    def __call__(self) -> str:
+        return _task_name("")
+
+
+def test_partials_and_callable_instances_are_named_after_what_they_call() -> None:
+    """Ray names a task after its function: these were all "isolated_wrapper" (in errors, the dashboard, state)."""
+    partial = session_ray.remote(functools.partial(_task_name, "p:"))
+    instance = session_ray.remote(_TaskName())
+    assert ray.get([partial.remote(), instance.remote()]) == ["p:_task_name", "_TaskName"]
+
+
 def test_remote_rejects_ray_objects_and_non_callables() -> None:
     with pytest.raises(TypeError, match=r"not to ray\.remote's result"):
         session_ray.remote(ray.remote(lambda: None))

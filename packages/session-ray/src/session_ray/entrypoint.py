@@ -282,6 +282,10 @@ def make_wrapper(
         wrapper = sync_wrapper
 
     functools.update_wrapper(wrapper, fn)
+    if not hasattr(fn, "__qualname__"):  # a partial or a callable instance: named after what it calls, as Ray shows
+        named = fn.func if isinstance(fn, functools.partial) else type(fn)
+        wrapper.__name__ = getattr(named, "__name__", wrapper.__name__)
+        wrapper.__qualname__ = getattr(named, "__qualname__", wrapper.__qualname__)
     if not keep_wrapped:
         delattr(wrapper, "__wrapped__")
     signature = _signature_with_context(fn)
