@@ -563,6 +563,56 @@ def test_partials_and_callable_instances_are_named_after_what_they_call() -> Non
     assert ray.get([partial.remote(), instance.remote()]) == ["p:_task_name", "_TaskName"]
 
 
+def _blocking(fn: Any) -> Any:
+    """Ray's advice for an async function as a task: a sync function running it with ``asyncio.run``."""
+
+    @functools.wraps(fn)
+    def run(*args: Any, **kwargs: Any) -> Any:
+        return asyncio.run(fn(*args, **kwargs))
+
+    return run
+
+
+def _collected(fn: Any) -> Any:
+    """A sync function returning a generator function's items as a list."""
+
+    @functools.wraps(fn)
+    def run(*args: Any, **kwargs: Any) -> list[Any]:
+        return list(fn(*args, **kwargs))
+
+    return run
+
+
+async def _fetch(label: str) -> str | None:
+    await asyncio.sleep(0)
+    record_trace(name=label)
+    return get_current_session_name()
+
+
+def _items(label: str) -> Any:
+    record_trace(name=label)
+    yield get_current_session_name()
+    yield label
+
+
+class _Collecting:
+    @_collected
+    def items(self, label: str) -> Any:
+        return _items(label)
+
+
+def test_a_sync_wrapper_of_an_async_or_generator_function_stays_sync(storage: Any) -> None:
+    """Ray decides by the function itself: ``functools.wraps`` on a sync function around an ``async def`` or a
+    generator made session_ray refuse Ray's own ``asyncio.run`` advice, and turn a list into a generator task."""
+    blocking = session_ray.remote(_blocking(_fetch))
+    collected = session_ray.remote(_collected(_items))
+    actor = session_ray.remote(_Collecting).remote()
+    with ContextVarSession("wrapped", storage=storage) as session:
+        seen = ray.get([blocking.remote("async"), collected.remote("gen"), actor.items.remote("method")])
+    assert seen == ["wrapped", ["wrapped", "gen"], ["wrapped", "method"]]
+    assert sorted(t.name for t in session.llm_calls) == ["async", "gen", "method"]
+
+
 def test_remote_rejects_ray_objects_and_non_callables() -> None:
     with pytest.raises(TypeError, match=r"not to ray\.remote's result"):
         session_ray.remote(ray.remote(lambda: None))
