@@ -190,6 +190,25 @@ async def test_async_function_restores_inside_the_coroutine(storage: Any) -> Non
     assert get_current_session() is None
 
 
+class _AsyncCallable:
+    """A callable instance whose ``__call__`` is a coroutine function."""
+
+    async def __call__(self, label: str) -> str | None:
+        await asyncio.sleep(0)
+        record_trace(name=label)
+        return get_current_session_name()
+
+
+async def test_an_async_callable_instance_restores_inside_the_coroutine(storage: Any) -> None:
+    """It was taken for a sync function: the session was gone before the coroutine ran, the trace lost."""
+    wrapped = ray_entrypoint(_AsyncCallable())
+    assert inspect.iscoroutinefunction(wrapped)
+    with ContextVarSession("callable-parent", storage=storage) as session:
+        ctx = session.to_context()
+    assert await wrapped("in-call", _session_ctx=ctx) == "callable-parent"
+    assert [t.name for t in session.llm_calls] == ["in-call"]
+
+
 def test_generator_keeps_the_session_across_steps_without_leaking_it(storage: Any) -> None:
     with ContextVarSession("gen-parent", storage=storage) as session:
         ctx = session.to_context()

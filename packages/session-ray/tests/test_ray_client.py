@@ -136,6 +136,10 @@ class Probe:
     async def describe_async(self, label: str) -> dict[str, Any]:
         return _seen(label)
 
+    @classmethod
+    def describe_class(cls, label: str) -> dict[str, Any]:
+        return _seen(label)
+
 
 def _assert_in(seen: dict[str, Any], session: ContextVarSession, depth: int = 1) -> None:
     assert seen["name"] == "client-driver"
@@ -193,6 +197,14 @@ def test_calls_outside_a_session_carry_nothing(probe: Any, storage: Any) -> None
         assert ray.get(probe.describe.remote("inside"))["name"] == "between"
     assert ray.get(probe.describe.remote("after")) == nothing
     assert [t.name for t in session.llm_calls] == ["inside"]
+
+
+def test_class_methods_follow_the_session(probe: Any, storage: Any) -> None:
+    """The client handle adds the context to every method: an unwrapped class method failed on the keyword."""
+    with ContextVarSession("client-class", storage=storage) as session:
+        seen = ray.get(probe.describe_class.remote("class"))
+    assert seen["name"] == "client-class"
+    assert [t.name for t in session.llm_calls] == ["class"]
 
 
 def test_process_local_storage_is_refused_in_the_client(probe: Any) -> None:

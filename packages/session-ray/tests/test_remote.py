@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import functools
 import os
 import pickle
 import signal
@@ -125,6 +126,11 @@ class Recorder:
     def static_work(label: str) -> str | None:
         record_trace(name=label)
         return get_current_session_name()
+
+    @classmethod
+    def class_work(cls, label: str) -> tuple[str, str | None]:
+        record_trace(name=label)
+        return cls.__name__, get_current_session_name()
 
 
 @session_ray.remote
@@ -393,6 +399,15 @@ def test_static_methods_called_on_a_handle_follow_the_callers_session(storage: A
     assert [t.name for t in session.llm_calls] == ["static"]
 
 
+def test_class_methods_called_on_a_handle_follow_the_callers_session(storage: Any) -> None:
+    """Ray exposes class methods on a handle too: they ran outside the session, their traces lost silently."""
+    actor = Recorder.remote()
+    with ContextVarSession("class-caller", storage=storage) as session:
+        assert ray.get(actor.class_work.remote("classmethod")) == ("Recorder", "class-caller")
+    assert ray.get(actor.class_work.remote("outside")) == ("Recorder", None)
+    assert [t.name for t in session.llm_calls] == ["classmethod"]
+
+
 def test_async_actor_interleaved_calls_keep_their_sessions(storage: Any) -> None:
     actor = AsyncRecorder.remote()
     refs = []
@@ -497,6 +512,105 @@ def test_traces_committed_before_the_worker_dies_stay(storage: Any) -> None:
         with pytest.raises(ray.exceptions.RayActorError):
             ray.get(actor.die.remote("before-sigkill"))
     assert sorted(t.name for t in session.llm_calls) == ["before-exit", "before-sigkill", "init"]
+
+
+class _Callable:
+    def __init__(self, prefix: str) -> None:
+        self.prefix = prefix
+
+    def __call__(self, label: str) -> str | None:
+        record_trace(name=f"{self.prefix}{label}")
+        return get_current_session_name()
+
+
+class _AsyncCallable(_Callable):
+    async def __call__(self, label: str) -> str | None:  # type: ignore[override]
+        await asyncio.sleep(0)
+        return super().__call__(label)
+
+
+def _add(a: int, b: int) -> tuple[str | None, int]:
+    record_trace(name=f"add{a + b}")
+    return get_current_session_name(), a + b
+
+
+def test_partials_and_callable_instances_follow_the_session(storage: Any) -> None:
+    """An async ``__call__`` was taken for a sync one: its task failed in the worker with "cannot pickle
+    'coroutine' object"; it now meets Ray's own refusal of ``async def`` tasks, as an async function does."""
+    partial = session_ray.remote(functools.partial(_add, 1))
+    sync_callable = session_ray.remote(_Callable("sync:"))
+    with ContextVarSession("callables", storage=storage) as session:
+        seen = ray.get([partial.remote(2), sync_callable.remote("a")])
+    assert seen == [("callables", 3), "callables"]
+    assert sorted(t.name for t in session.llm_calls) == ["add3", "sync:a"]
+    with pytest.raises(ValueError, match="'async def' should not be used for remote tasks"):
+        session_ray.remote(_AsyncCallable("async:"))
+
+
+def _task_name(prefix: str) -> str:
+    return f"{prefix}{ray.get_runtime_context().get_task_name()}"
+
+
+class _TaskName:
+    def __call__(self) -> str:
+        return _task_name("")
+
+
+def test_partials_and_callable_instances_are_named_after_what_they_call() -> None:
+    """Ray names a task after its function: these were all "isolated_wrapper" (in errors, the dashboard, state)."""
+    partial = session_ray.remote(functools.partial(_task_name, "p:"))
+    instance = session_ray.remote(_TaskName())
+    assert ray.get([partial.remote(), instance.remote()]) == ["p:_task_name", "_TaskName"]
+
+
+def _blocking(fn: Any) -> Any:
+    """Ray's advice for an async function as a task: a sync function running it with ``asyncio.run``."""
+
+    @functools.wraps(fn)
+    def run(*args: Any, **kwargs: Any) -> Any:
+        return asyncio.run(fn(*args, **kwargs))
+
+    return run
+
+
+def _collected(fn: Any) -> Any:
+    """A sync function returning a generator function's items as a list."""
+
+    @functools.wraps(fn)
+    def run(*args: Any, **kwargs: Any) -> list[Any]:
+        return list(fn(*args, **kwargs))
+
+    return run
+
+
+async def _fetch(label: str) -> str | None:
+    await asyncio.sleep(0)
+    record_trace(name=label)
+    return get_current_session_name()
+
+
+def _items(label: str) -> Any:
+    record_trace(name=label)
+    yield get_current_session_name()
+    yield label
+
+
+class _Collecting:
+    @_collected
+    def items(self, label: str) -> Any:
+        return _items(label)
+
+
+def test_a_sync_wrapper_of_an_async_or_generator_function_stays_sync(storage: Any) -> None:
+    """Ray decides by the function itself: ``functools.wraps`` on a sync function around an ``async def`` or a
+    generator made session_ray refuse Ray's own ``asyncio.run`` advice, and turn a list into a generator task."""
+    blocking = session_ray.remote(_blocking(_fetch))
+    collected = session_ray.remote(_collected(_items))
+    actor = session_ray.remote(_Collecting).remote()
+    with ContextVarSession("wrapped", storage=storage) as session:
+        seen = ray.get([blocking.remote("async"), collected.remote("gen"), actor.items.remote("method")])
+    assert seen == ["wrapped", ["wrapped", "gen"], ["wrapped", "method"]]
+    assert sorted(t.name for t in session.llm_calls) == ["async", "gen", "method"]
 
 
 def test_remote_rejects_ray_objects_and_non_callables() -> None:

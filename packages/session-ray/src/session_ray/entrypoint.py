@@ -25,9 +25,14 @@ _MARK = "__session_ray_entrypoint__"  # (original function, storage) on every wr
 _Kind = str  # "sync" | "async" | "gen" | "asyncgen"
 
 
-def _kind(fn: Callable[..., Any]) -> _Kind:
-    """How `fn` behaves when called; looks through decorators that hide a coroutine or generator function."""
-    candidates = (fn, inspect.unwrap(fn))
+def _kind(fn: Callable[..., Any], *, unwrap: bool) -> _Kind:
+    """How `fn` behaves when called, looking into the ``__call__`` of a callable instance. With `unwrap`, also
+    through decorators that hide a coroutine or generator function; without it, by `fn` itself, as Ray decides
+    whether a task or actor method is async or a generator (a sync ``functools.wraps`` wrapper running an
+    ``async def`` with ``asyncio.run``, or returning a generator's items as a list, stays sync)."""
+    candidates = [fn, inspect.getattr_static(type(fn), "__call__", None)]
+    if unwrap:
+        candidates.append(inspect.unwrap(fn))
     if any(inspect.iscoroutinefunction(c) for c in candidates):
         return "async"
     if any(inspect.isasyncgenfunction(c) for c in candidates):
@@ -215,7 +220,7 @@ def make_wrapper(
     `keep_wrapped`: keep ``__wrapped__`` (Ray unwraps actor methods to read their signature, so the method
     wrappers built for actors drop it and carry ``__signature__`` alone).
     """
-    kind = _kind(fn)
+    kind = _kind(fn, unwrap=not isolate)  # `isolate`: a wrapper `session_ray.remote` hands to Ray
     where = _where(fn)
     storage = _hold(storage, where)  # what the wrapper's closure carries when Ray pickles it
     wrapper: Callable[..., Any]
@@ -281,6 +286,10 @@ def make_wrapper(
         wrapper = sync_wrapper
 
     functools.update_wrapper(wrapper, fn)
+    if not hasattr(fn, "__qualname__"):  # a partial or a callable instance: named after what it calls, as Ray shows
+        named = fn.func if isinstance(fn, functools.partial) else type(fn)
+        wrapper.__name__ = getattr(named, "__name__", wrapper.__name__)
+        wrapper.__qualname__ = getattr(named, "__qualname__", wrapper.__qualname__)
     if not keep_wrapped:
         delattr(wrapper, "__wrapped__")
     signature = _signature_with_context(fn)

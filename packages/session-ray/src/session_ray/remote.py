@@ -53,8 +53,8 @@ def _default_init(self: Any) -> None:
 
 
 def _methods(cls: type) -> dict[str, Any]:
-    """Instance and static methods of `cls` (inherited too) that Ray exposes on a handle, by name (the
-    function inside a ``staticmethod``)."""
+    """Instance, static and class methods of `cls` (inherited too) that Ray exposes on a handle, by name (the
+    function inside a ``staticmethod`` or ``classmethod``)."""
     found: dict[str, Any] = {}
     for name in dir(cls):
         if name.startswith("__") and name not in _WRAPPED_DUNDERS:
@@ -63,7 +63,7 @@ def _methods(cls: type) -> dict[str, Any]:
             raw = inspect.getattr_static(cls, name)
         except AttributeError:
             continue
-        if isinstance(raw, staticmethod):
+        if isinstance(raw, (staticmethod, classmethod)):
             raw = raw.__func__
         if inspect.isfunction(raw):
             found[name] = raw
@@ -82,8 +82,13 @@ def session_actor_class(cls: type) -> type:
         if name == "__init__" and original is _default_init:
             wrapper.__qualname__ = f"{cls.__qualname__}.__init__"
         _decorate(wrapper, original, checked=not own)
-        static = isinstance(inspect.getattr_static(cls, name, None), staticmethod)
-        namespace[name] = staticmethod(wrapper) if static else wrapper
+        raw = inspect.getattr_static(cls, name, None)
+        if isinstance(raw, staticmethod):
+            namespace[name] = staticmethod(wrapper)
+        elif isinstance(raw, classmethod):
+            namespace[name] = classmethod(wrapper)
+        else:
+            namespace[name] = wrapper
     namespace["__module__"] = cls.__module__
     namespace["__qualname__"] = cls.__qualname__
     namespace["__doc__"] = cls.__doc__
