@@ -49,15 +49,12 @@ _DISCONNECT_WORDS = (
 _DBAPI_CONNECTION_ERRORS = ("OperationalError", "InterfaceError")
 
 
-def _driver_kind(exc: BaseException) -> str | None:
-    """``"OperationalError"`` or ``"InterfaceError"`` when `exc` is one of the DB-API's (or a subclass, such as
-    psycopg's client-side ``ConnectionTimeout``) and not SQLite's; else None."""
+def _driver_connection_error(exc: BaseException) -> bool:
+    """Whether `exc` is a DB-API ``OperationalError`` or ``InterfaceError`` (or a subclass, such as psycopg's
+    client-side ``ConnectionTimeout``) that is not SQLite's."""
     if type(exc).__module__.startswith("sqlite3"):
-        return None
-    for cls in type(exc).__mro__:
-        if cls.__name__ in _DBAPI_CONNECTION_ERRORS:
-            return cls.__name__
-    return None
+        return False
+    return any(cls.__name__ in _DBAPI_CONNECTION_ERRORS for cls in type(exc).__mro__)
 
 
 class ConnectionLost(Exception):
@@ -122,7 +119,7 @@ def _transient_one(exc: BaseException) -> bool:
     name = type(exc).__name__
     if name == "OperationalError" and type(exc).__module__ == "sqlite3":
         return any(word in message for word in _SQLITE_TRANSIENT)
-    if _driver_kind(exc) is not None:
+    if _driver_connection_error(exc):
         return any(word in message for word in _DISCONNECT_WORDS)
     return False
 
@@ -143,7 +140,7 @@ def is_connection_error(exc: BaseException) -> bool:
         if state is not None:  # the server's own error: its SQLSTATE says (a statement timeout leaves it usable)
             if state.startswith(_PG_TRANSIENT_CLASSES) or state.startswith("57P"):
                 return True
-        elif _driver_kind(item) is not None:
+        elif _driver_connection_error(item):
             return True
     return False
 
