@@ -216,3 +216,24 @@ def test_a_forked_child_running_on_out_of_its_parents_blocks_leaves_them_quietly
     _, status = os.waitpid(pid, 0)
     assert said == "ok" and os.waitstatus_to_exitcode(status) == 0
     assert get_active_sessions() == [] and outer.uid
+
+
+def test_a_session_object_pickled_into_a_process_pool_is_the_same_session(jsonl_storage):
+    """Sent before its uid was ever read, the session still has one uid on both sides, keeps its uid chain and
+    metadata, and the traces recorded in the worker are the parent's."""
+    with ContextVarSession("outer", storage=jsonl_storage, run=1) as outer:
+        inner = ContextVarSession("inner", step=2)
+        with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+            with inner:  # pickled while entered: the copy arrives not entered
+                got = pool.submit(core_workers.enter_and_record, inner, "pickled").result(timeout=60)
+            again = pool.submit(core_workers.enter_and_record, inner, "again").result(timeout=60)
+    assert got["uids"] == again["uids"] == [outer.uid, inner.uid]
+    assert got["name"] == "inner" and got["metadata"] == {"run": 1, "step": 2}
+    assert sorted(t.name for t in inner.llm_calls) == ["again", "pickled"]
+    assert len(outer.llm_calls) == 2
+
+
+def test_a_session_with_in_memory_storage_refuses_to_be_pickled():
+    with ContextVarSession("mem") as s:  # no storage configured: a process-local InMemoryStorage
+        with pytest.raises(StorageNotAddressable, match=r"pickling ContextVarSession\(name='mem'.*SqliteSession"):
+            pickle.dumps(s)

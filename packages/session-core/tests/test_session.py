@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import pickle
 
 import pytest
@@ -334,3 +335,42 @@ class TestRecordTrace:
         assert [t.name for t in root.llm_calls] == ["y"]
         root.clear_calls()
         assert root.llm_calls == []
+
+
+class TestCopies:
+    def test_copy_is_the_same_session_not_entered(self):
+        storage = InMemoryStorage()
+        with ContextVarSession("outer", storage=storage, a=1):
+            s = ContextVarSession(b=2)
+            twin = copy.copy(s)  # before the uid was ever read: both must still agree on it
+            with s:
+                assert s.uid == twin.uid and s.uid_chain == twin.uid_chain and twin.name == "outer"
+                active_twin = copy.copy(s)
+                assert s.is_active and not active_twin.is_active
+        with active_twin:  # entered elsewhere: adopts no parent, as the original would
+            record_trace(name="in the copy")
+        assert active_twin.uid == s.uid and [t.name for t in s.llm_calls] == ["in the copy"]
+
+    def test_deepcopy_copies_metadata_and_shares_storage(self):
+        storage = InMemoryStorage()
+        with ContextVarSession("outer", storage=storage, tags=["x"]) as outer:
+            with ContextVarSession(own={"k": [1]}) as s:
+                twin = copy.deepcopy(s)
+                twin.metadata["own"]["k"].append(2)
+                assert s.metadata == {"own": {"k": [1]}}
+                assert twin.merged_metadata() == {"tags": ["x"], "own": {"k": [1, 2]}}
+        assert twin.storage is storage and twin.parent is outer and twin.uid == s.uid
+        pair = copy.deepcopy([s, s])
+        assert pair[0] is pair[1]
+
+    def test_pickle_keeps_identity_and_chain(self, jsonl_storage):
+        with ContextVarSession("outer", storage=jsonl_storage, a=1) as outer:
+            with ContextVarSession("inner", b=2) as inner:
+                inner.metadata["c"] = 3
+                twin = pickle.loads(pickle.dumps(inner))
+        assert (twin.name, twin.uid, twin.uid_chain) == ("inner", inner.uid, [outer.uid, inner.uid])
+        assert twin.merged_metadata() == {"a": 1, "b": 2, "c": 3} and not twin.is_active
+        assert twin.storage.url == jsonl_storage.url
+        with twin:
+            record_trace(name="from the copy")
+        assert [t.name for t in outer.llm_calls] == ["from the copy"]

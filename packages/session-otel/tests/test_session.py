@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import os
@@ -552,3 +553,25 @@ def test_exited_otel_sessions_are_freed_spans_and_baggage_included():
         assert len(root.llm_calls) == 200
     gc.collect()
     assert sum(ref() is None for ref in refs) == len(refs)
+
+
+# -- copies and pickles ------------------------------------------------------------------------------------------
+def test_an_entered_session_copies_and_pickles_as_the_same_session(spans, tmp_path):
+    """Its live span and context token stay behind (they used to make copy and pickle fail on a lock); the copy
+    has the same uid and chain, and its own span continues the trace under the enclosing session's span."""
+    sql = pytest.importorskip("session_storage_sql")
+    with OTelSession("outer", storage=sql.SqliteSessionStorage(tmp_path / "t.db"), a=1) as outer:
+        with OTelSession("inner", b=2) as inner:
+            twin = copy.deepcopy(inner)
+            sent = pickle.loads(pickle.dumps(inner))
+    for other in (twin, sent):
+        assert (other.uid, other.uid_chain, other.name) == (inner.uid, [outer.uid, inner.uid], "inner")
+        assert other.merged_metadata() == {"a": 1, "b": 2} and not other.is_active
+    with sent:
+        assert get_otel_metadata() == {"a": 1, "b": 2}
+        record_trace(name="in the unpickled copy")
+    assert [t.name for t in outer.llm_calls] == ["in the unpickled copy"]
+    by_uid = {s.attributes["session.id"]: s for s in _session_spans(spans)}
+    *_, last = [s for s in _session_spans(spans) if s.attributes["session.id"] == inner.uid]
+    assert last.context.trace_id == by_uid[outer.uid].context.trace_id
+    assert last.parent.span_id == by_uid[outer.uid].context.span_id

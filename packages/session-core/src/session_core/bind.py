@@ -7,6 +7,7 @@ import os
 from collections.abc import Callable
 from typing import Any
 
+from session_core import errors
 from session_core.errors import StorageNotAddressable
 from session_core.helpers import current_context, get_current_session
 from session_core.restore import restore_session
@@ -15,11 +16,7 @@ __all__ = ["BoundSessionCallable", "bind_session"]
 
 
 def _not_addressable(storage: Any, where: str) -> StorageNotAddressable:
-    return StorageNotAddressable(
-        f"bind_session: the session's storage {storage!r} lives in this process only, so traces recorded "
-        f"{where} would be lost. Use an addressable storage that every process can open, e.g. "
-        "session_storage_sql.SqliteSessionStorage('traces.db') or $SESSION_STORAGE_URL='sqlite:///traces.db'"
-    )
+    return errors._not_addressable(f"bind_session: the session's storage {storage!r}", where)
 
 
 class BoundSessionCallable:

@@ -57,6 +57,15 @@ class StorageNotAddressable(SessionError, RuntimeError):
     """A storage that lives in one process only was asked to cross a process boundary."""
 
 
+def _not_addressable(subject: str, where: str) -> StorageNotAddressable:
+    """The error for `subject` (what holds the storage, e.g. "bind_session: the session's storage ...")."""
+    return StorageNotAddressable(
+        f"{subject} lives in this process only, so traces recorded {where} would be lost. Use an addressable "
+        "storage that every process can open, e.g. session_storage_sql.SqliteSessionStorage('traces.db') or "
+        "$SESSION_STORAGE_URL='sqlite:///traces.db'"
+    )
+
+
 class UnknownStorageScheme(SessionError, ValueError):
     """`open_storage` was given a URL whose scheme no installed package provides."""
 

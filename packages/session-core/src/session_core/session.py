@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import itertools
 import os
 import threading
@@ -12,7 +13,7 @@ from typing import Any, Protocol, TypeVar, runtime_checkable
 from session_core import stack as _stack
 from session_core._ids import new_session_name, new_uid
 from session_core.context import MAX_METADATA_KEYS, _flat_plain, _new_context, make_context, validate_context
-from session_core.errors import SessionStateError
+from session_core.errors import SessionStateError, _not_addressable
 from session_core.storage import InMemoryStorage
 from session_core.trace import Trace
 
@@ -393,10 +394,72 @@ class BaseSession:
     def is_active(self) -> bool:
         return self._active
 
+    # -- copies and pickles ----------------------------------------------------------------------------
+    def _fix_identity(self) -> None:
+        """Draw the name, uids and storage now (this session's and its ancestors'), so that a copy and the
+        original agree on them."""
+        self._chain_tuple()
+        _ = self.name, self.storage
+
+    def __copy__(self: _S) -> _S:
+        """The same session (name, uid, parent, storage, metadata dict), not entered: a copy can be entered
+        while the original is."""
+        self._fix_identity()
+        new = type(self).__new__(type(self))
+        for cls in type(self).__mro__:
+            for slot in cls.__dict__.get("__slots__", ()):
+                if slot != "__weakref__" and hasattr(self, slot):
+                    object.__setattr__(new, slot, getattr(self, slot))
+        instance_dict = getattr(self, "__dict__", None)
+        if instance_dict:
+            new.__dict__.update(instance_dict)
+        new._active = False
+        return new
+
+    def __deepcopy__(self: _S, memo: dict[int, Any]) -> _S:
+        """`copy` with its own metadata (copied deeply); the storage and the enclosing session are shared, being
+        this process's resources rather than the session's values."""
+        new = self.__copy__()
+        memo[id(self)] = new
+        new._meta = type(self._meta)(copy.deepcopy(dict(self._meta), memo))
+        new._ctx = copy.deepcopy(self._ctx, memo)
+        new._merged = new._plain_merged = None
+        return new
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Pickled, a session is the same session in another process: same name, uid, uid chain (its
+        enclosing sessions travel as their context, as `from_context` takes them), metadata and storage — not
+        entered, and without its span or other in-process state. Its storage must be one the other process can
+        open (it has a ``url``); an in-memory storage raises `StorageNotAddressable` rather than lose the
+        traces recorded there."""
+        self._fix_identity()
+        storage = self._storage
+        if getattr(storage, "url", None) is None:
+            raise _not_addressable(f"pickling {self!r}: its storage", "by the copy")
+        parent = self._parent
+        ctx = validate_context(parent.to_context()) if parent is not None else self._ctx
+        return (_unpickle_session, (type(self), self.name, self.uid, ctx, dict(self._meta), storage))
+
     def __repr__(self) -> str:
         return (
             f"{type(self).__name__}(name={self.name!r}, uid={self.uid!r}, depth={self.depth}, storage={self.storage!r})"
         )
+
+
+def _unpickle_session(
+    cls: type[_S], name: str, uid: str, ctx: dict[str, Any] | None, meta: dict[str, Any], storage: Any
+) -> _S:
+    """`BaseSession.__reduce__`'s other half."""
+    if ctx is None:
+        session = cls.__new__(cls)
+        BaseSession.__init__(session, name, storage)
+        session._parent = None  # a root wherever it is entered, as in the process it came from
+    else:
+        session = cls._from_valid_context(ctx, storage)
+        session._name = name
+    session._meta = meta
+    session._uid = uid
+    return session
 
 
 class ContextVarSession(BaseSession):

@@ -27,3 +27,9 @@ def record_and_exit(label: str) -> None:
 
 def report_to(queue: Any, label: str) -> None:
     queue.put(record_in_child(label))
+
+
+def enter_and_record(session: Any, label: str) -> dict:
+    """Enter a session object that came pickled from the parent and record a trace in it."""
+    with session:
+        return record_in_child(label)
