@@ -158,7 +158,8 @@ class TestBaggage:
             ("session.uids=a!b,session.name=x", "not a dot-separated"),
             ("session.uids=ab,session.name=x,session.uids=cd", "appears twice"),
             ("session.v=9,session.uids=ab,session.name=x", "unsupported wire version"),
-            ("session.uids=ab,session.name=x,novalue", "no '='"),
+            ("session.uids=ab,session.name=x,session.m.k", "no '='"),
+            ("session.uids=ab,session.name=x,session%2Em%2Ek", "no '='"),
             ("session.uids=ab,session.name=x,session.ref=1", "by reference"),
             ("session.uids=ab,session.name=" + "x" * 9000, "over the limit"),
             (",".join(f"k{i}=v" for i in range(200)) + ",session.uids=ab,session.name=x", "members"),
@@ -173,6 +174,18 @@ class TestBaggage:
         assert len(warnings[0].getMessage()) < 400  # never the whole header
         with pytest.raises(InvalidSessionContext, match=problem.split("'")[0] or "."):
             decode_baggage(header, strict=True)
+
+    def test_another_vendors_malformed_member_is_left_out_not_the_session(self, caplog):
+        """A member without '=' is skipped by OpenTelemetry's propagator too: it must not cost the session."""
+        _, _, ctx = ctx_of(k=1)
+        header = encode_baggage(ctx)
+        with caplog.at_level(logging.WARNING):
+            for got in (
+                decode_baggage(f"novalue,{header}, ;p=1 ,other=2", strict=True),
+                decode_baggage(f"{header},vendor;prop"),
+            ):
+                assert (got["uid_chain"], got["metadata"]) == (ctx["uid_chain"], {"k": 1})
+        assert caplog.records == []
 
     def test_no_session_members_is_none_without_warning(self, caplog):
         with caplog.at_level(logging.WARNING):

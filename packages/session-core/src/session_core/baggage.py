@@ -317,7 +317,11 @@ def _load_reference(uid: str, storage: Any) -> dict[str, Any]:
 
 # -- the header --------------------------------------------------------------------------------------------
 def split_baggage(header: str) -> list[tuple[str, str, str]]:
-    """Split a baggage header into ``(raw key, raw value, raw member)``; malformed members raise `_Refused`."""
+    """Split a baggage header into ``(raw key, raw value, raw member)``.
+
+    A member without ``=`` is malformed: one that would be a ``session.*`` member raises `_Refused`; another
+    vendor's is left out, as OpenTelemetry's propagator leaves it out, so it cannot cost the session.
+    """
     out = []
     for member in header.split(","):
         member = member.strip(" \t")
@@ -326,7 +330,10 @@ def split_baggage(header: str) -> list[tuple[str, str, str]]:
         pair = member.split(";", 1)[0]
         key, eq, value = pair.partition("=")
         if not eq:
-            raise _Refused("a baggage member has no '='")
+            name = unquote(key.replace("+", " ")).strip(" \t") if "%" in key or "+" in key else key.strip(" \t")
+            if name.startswith(PREFIX):
+                raise _Refused(f"baggage member {name[:64]!r} has no '='")
+            continue
         out.append((key.strip(" \t"), value.strip(" \t"), member))
     return out
 
