@@ -11,6 +11,7 @@ import session_ray
 from session_core import (
     ContextVarSession,
     InMemoryStorage,
+    InvalidSessionContext,
     StorageError,
     StorageNotAddressable,
     record_trace,
@@ -117,3 +118,17 @@ def test_capture_refuses_process_local_storage_unless_told_not_to_check() -> Non
             session_ray.capture_context()
         ctx = session_ray.capture_context(check_storage=False)
     assert ctx is not None and ctx["name"] == "local"
+
+
+@pytest.mark.parametrize("env", [False, True])
+def test_a_malformed_context_opens_no_storage(
+    scheme: tuple[str, list[UrlStorage]], monkeypatch: pytest.MonkeyPatch, env: bool
+) -> None:
+    """The context is checked before anything is opened: a bad one creates no database file or connection."""
+    name, opened = scheme
+    if env:
+        monkeypatch.setenv("SESSION_STORAGE_URL", f"{name}://workers/db")
+    bad = {**_ctx(None if env else f"{name}://traces/db"), "uid_chain": ["no spaces allowed"]}
+    with pytest.raises(InvalidSessionContext, match="uid_chain"):
+        write("x", _session_ctx=bad)
+    assert opened == []

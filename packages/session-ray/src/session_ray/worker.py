@@ -125,5 +125,5 @@ def restore_for_call(ctx: Any, storage: Any = None, *, where: str = "session_ray
     Raises `InvalidSessionContext` for a malformed context (`restore_session` validates it), and
     `StorageNotAddressable` / `StorageError` when no storage the traces could reach is found.
     """
-    found = normalize_context(ctx)
+    found = validate_context(normalize_context(ctx))  # before any storage is opened (a file, a connection)
     return restore_session(found, storage=worker_storage(found, storage, where=where))
