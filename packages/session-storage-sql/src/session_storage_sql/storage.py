@@ -109,15 +109,36 @@ def _is_database_error(exc: BaseException) -> bool:
 
 
 def _timestamp(value: float | datetime.datetime | None, what: str) -> float | None:
+    """Unix seconds from a bound of `list_sessions`: a datetime (naive: local time, as `datetime.timestamp` takes
+    it) or unix seconds (an infinity, or an int too large for a float, is an open bound)."""
     if value is None:
         return None
     if isinstance(value, datetime.datetime):
-        return value.timestamp()
+        try:
+            return value.timestamp()
+        except (ValueError, OverflowError, OSError):
+            # Only a naive datetime within a day of the calendar's edge (datetime.min): its local time is no date.
+            raise ValueError(
+                f"{what}={value!r} has no local time (a naive datetime is taken as local time); give an aware "
+                "datetime (e.g. tzinfo=datetime.timezone.utc) or unix seconds"
+            ) from None
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         if value != value:
             raise ValueError(f"{what} is NaN; give a datetime or unix seconds (an infinity is an open bound)")
-        return float(value)
-    raise TypeError(f"{what} must be a datetime or unix seconds, got {type(value).__name__}")
+        try:
+            return float(value)
+        except OverflowError:  # an int beyond a float's range: as open a bound as an infinity
+            return float("inf") if value > 0 else float("-inf")
+    hint = ""
+    if isinstance(value, datetime.date):
+        hint = (
+            "; a date has no time of day: give datetime.datetime.combine(day, datetime.time()) for its local "
+            "midnight (or an aware datetime)"
+        )
+    raise TypeError(
+        f"{what} must be a datetime.datetime (naive: local time) or unix seconds (int or float), "
+        f"got {type(value).__name__}{hint}"
+    )
 
 
 def _sqlite_comparable(text: str) -> bool:
@@ -586,8 +607,13 @@ class SqlSessionStorage:
         newest_first: bool = False,
     ) -> list[SessionRecord]:
         """Sessions oldest first (`newest_first`: newest first, so `limit` keeps the latest), filtered by name, a
-        metadata subset (every given key equal), creation time (``since <= created_at < until``; unix seconds
-        or datetimes) and whether they are roots."""
+        metadata subset (every given key equal), creation time and whether they are roots.
+
+        Creation time: ``since <= created_at < until``, each bound unix seconds (an int or float; an infinity is an
+        open bound) or a `datetime.datetime`: an aware one is that instant, a naive one local time (as
+        `datetime.datetime.timestamp` takes it). A `datetime.date` raises `TypeError` (a day is no instant: say
+        which time of it with `datetime.datetime.combine`), as does any other type.
+        """
         s = self._tables.sessions
         query: Select[Any] = select(*_record_columns(s))
         if name is not None:
