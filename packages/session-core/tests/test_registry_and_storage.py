@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import threading
+from pathlib import Path
 
+import core_testing_storage
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -21,6 +23,7 @@ from session_core import (
     record_trace,
     register_ambient_provider,
     register_backend,
+    register_storage_scheme,
     registry,
     restore_session,
     storage_schemes,
@@ -52,6 +55,61 @@ def test_unknown_scheme_never_echoes_password():
     with pytest.raises(UnknownStorageScheme) as info:
         open_storage("nosuch://user:hunter2@host/db")
     assert "hunter2" not in str(info.value)
+
+
+class RelativeJsonl(core_testing_storage.JsonlStorage):
+    """As session-storage-sql opens ``sqlite:///relative.db``: a relative path is the file in the working
+    directory, and ``url`` is its absolute address; ``user:secret@`` is left out of ``url``, as a password is."""
+
+    @classmethod
+    def from_url(cls, url: str) -> RelativeJsonl:
+        path = url[len("reljsonl://") :].rpartition("@")[2]
+        return cls(Path(path).absolute())
+
+    @property
+    def url(self) -> str:
+        return f"reljsonl://{self.path}"
+
+
+@pytest.fixture
+def reljsonl():
+    register_storage_scheme("reljsonl", RelativeJsonl.from_url)
+    yield "reljsonl"
+    registry._explicit[registry.STORAGE_GROUP].pop("reljsonl")
+
+
+def test_open_storage_resolves_a_relative_url_in_the_working_directory_of_each_call(reljsonl, tmp_path, monkeypatch):
+    """Storages were cached by URL alone: after chdir, ``sqlite:///traces.db`` still gave the old directory's file,
+    and its absolute URL another storage object for that same file."""
+    first, second = tmp_path / "first", tmp_path / "second"
+    first.mkdir()
+    second.mkdir()
+    monkeypatch.chdir(first)
+    here = open_storage("reljsonl://traces.jsonl")
+    assert here.path == first / "traces.jsonl"
+    assert open_storage("reljsonl://traces.jsonl") is here
+    assert open_storage(here.url) is here  # the same file by its absolute URL: the same storage
+    monkeypatch.chdir(second)
+    there = open_storage("reljsonl://traces.jsonl")
+    assert there.path == second / "traces.jsonl" and there is not here
+    assert open_storage(here.url) is here  # an absolute URL means the same file from any directory
+    with ContextVarSession("in second", storage=there) as s:
+        record_trace(name="second")
+    assert [t.name for t in open_storage(there.url).get_traces(s.uid)] == ["second"]
+    assert here.get_traces(s.uid) == []
+    monkeypatch.chdir(first)
+    assert open_storage("reljsonl://traces.jsonl") is here
+    assert open_storage("reljsonl://./traces.jsonl") is here  # another spelling of that file
+
+
+def test_open_storage_keeps_a_url_with_a_secret_apart(reljsonl, tmp_path, monkeypatch):
+    """A URL holding a password connects with it: it is not swapped for a storage opened without one."""
+    monkeypatch.chdir(tmp_path)
+    plain = open_storage(f"reljsonl://{tmp_path}/s.jsonl")
+    secret = open_storage(f"reljsonl://user:pw@{tmp_path}/s.jsonl")
+    assert secret.url == plain.url and secret is not plain
+    assert open_storage(f"reljsonl://user:pw@{tmp_path}/s.jsonl") is secret
+    assert open_storage(f"reljsonl://user@{tmp_path}/s.jsonl") is plain  # no secret: the storage of its place
 
 
 def test_restore_session_uses_registered_backend_and_falls_back(caplog):

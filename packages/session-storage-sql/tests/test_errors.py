@@ -55,6 +55,39 @@ def test_newer_schema_version_on_postgresql(postgres_url: str) -> None:
         SqlSessionStorage(postgres_url).get_traces("r")
 
 
+@pytest.mark.parametrize("recorded", ["0", "-1", "abc", "1.0", " 1", "01", "", "\u0662"])
+def test_a_schema_version_that_is_no_version_refuses_with_a_clear_error(tmp_path: Path, recorded: str) -> None:
+    path = tmp_path / "odd.db"
+    SqliteSessionStorage(path).add_trace(["r"], "n", Trace(name="old"))
+    with sqlite3.connect(path) as raw:
+        raw.execute("UPDATE session_storage_meta SET value = ? WHERE key = 'schema_version'", (recorded,))
+    raw.close()
+    storage = SqliteSessionStorage(path)
+    with pytest.raises(SchemaVersionError) as info:
+        storage.add_trace(["r"], "n", Trace(name="refused"))
+    message = str(info.value)
+    assert f"schema version {recorded!r}" in message and "reads version 1" in message
+    assert "whole number, 1 or more" in message and "pip install" not in message  # upgrading would not help
+    assert info.value.found == repr(recorded)
+    with pytest.raises(SchemaVersionError):
+        storage.get_traces("r")
+    with sqlite3.connect(path) as raw:
+        assert raw.execute("SELECT count(*) FROM traces").fetchone() == (1,)  # nothing written
+    raw.close()
+
+
+def test_a_schema_version_that_is_no_version_on_postgresql(postgres_url: str) -> None:
+    from sqlalchemy import text
+
+    storage = SqlSessionStorage(postgres_url)
+    storage.add_trace(["r"], "n", Trace(name="old"))
+    with storage.engine.begin() as conn:
+        conn.execute(text("UPDATE session_storage_meta SET value = '0' WHERE key = 'schema_version'"))
+    storage.close()
+    with pytest.raises(SchemaVersionError, match="schema version '0', which no session-storage-sql writes"):
+        SqlSessionStorage(postgres_url).get_traces("r")
+
+
 def test_a_file_that_is_not_a_database(tmp_path: Path) -> None:
     path = tmp_path / "garbage.db"
     path.write_bytes(b"this is not a SQLite database, just some bytes" * 100)

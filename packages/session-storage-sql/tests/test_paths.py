@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 from urllib.parse import urlsplit
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -109,3 +110,30 @@ def test_sqlite_url_and_parse_storage_url_are_inverse(parts: list[str]) -> None:
     expected = Path(path).absolute().as_posix()
     assert parsed.engine_url.database == expected
     assert parsed.public == sqlite_url(expected)
+
+
+def test_open_storage_of_a_relative_url_follows_the_working_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``open_storage("sqlite:///traces.db")`` after ``os.chdir`` gave the storage of the old directory's file
+    (so traces went to the wrong database); its absolute URL gave a second storage object for the same file."""
+    first, second = tmp_path / "first", tmp_path / "second"
+    first.mkdir()
+    second.mkdir()
+    monkeypatch.chdir(first)
+    here = open_storage("sqlite:///traces.db")
+    assert here.url == sqlite_url(first / "traces.db")
+    assert open_storage("sqlite:///traces.db") is here and open_storage(here.url) is here
+    monkeypatch.chdir(second)
+    there = open_storage("sqlite:///traces.db")
+    assert there.url == sqlite_url(second / "traces.db") and there is not here
+    assert open_storage(here.url) is here  # an absolute URL: the same file, the same storage, from anywhere
+    with ContextVarSession("in second", storage=there) as s:
+        record_trace(name="second")
+    assert stored_names(second / "traces.db", s.uid) == ["second"]
+    assert here.get_traces(s.uid) == []
+    monkeypatch.chdir(first)
+    assert open_storage("sqlite:///traces.db") is here
+    assert open_storage("sqlite:///./traces.db") is here
+    here.close()
+    there.close()

@@ -21,6 +21,7 @@ from session_core import (
     ContextVarSession,
     InMemoryStorage,
     SessionStorage,
+    StorageError,
     Trace,
     open_storage,
     record_trace,
@@ -215,6 +216,67 @@ def test_pickles_by_url(storage: Any) -> None:
         assert [t.name for t in clone.get_traces("p")] == ["pickled"]
     finally:
         clone.close()
+
+
+@pytest.mark.parametrize("make", ["SqliteSessionStorage", "SqlSessionStorage"])
+def test_pickles_with_its_retry_policy_and_busy_timeout(tmp_path: Path, make: str) -> None:
+    """A pickled copy kept only the URL: it waited 5 s per attempt and retried 8 times where the original was told
+    otherwise."""
+    import time
+
+    from session_storage_sql import RetryPolicy
+
+    path = tmp_path / "opts.db"
+    policy = RetryPolicy(attempts=2, initial_delay=0.01, max_delay=0.01)
+    if make == "SqliteSessionStorage":
+        original: Any = SqliteSessionStorage(path, retry=policy, busy_timeout=0.1)
+    else:
+        original = SqlSessionStorage(f"sqlite:///{path}", retry=policy, busy_timeout=0.1)
+    original.add_trace(["p"], "n", Trace(name="before"))
+    clone = pickle.loads(pickle.dumps(original))
+    try:
+        assert type(clone) is type(original) and clone.url == original.url
+        clone.add_trace(["p"], "n", Trace(name="by the copy"))
+        assert [t.name for t in clone.get_traces("p")] == ["before", "by the copy"]
+        with clone.engine.connect() as conn, conn.begin():
+            assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() == 100  # ms
+        blocker = sqlite3.connect(path, isolation_level=None)
+        blocker.execute("BEGIN IMMEDIATE")  # hold the write lock: the copy gives up as the original would
+        try:
+            started = time.monotonic()
+            with pytest.raises(StorageError, match="after 2 attempts"):
+                clone.add_trace(["p"], "n", Trace(name="locked out"))
+            assert time.monotonic() - started < 3
+        finally:
+            blocker.execute("ROLLBACK")
+            blocker.close()
+    finally:
+        clone.close()
+        original.close()
+    # At the defaults, the pickle is what it always was: the class and the URL or path, which any version reads.
+    plain = SqliteSessionStorage(path)
+    assert pickle.loads(pickle.dumps(plain)).db_path == str(path)
+    assert b"_unpickle" not in pickle.dumps(plain) and b"_unpickle" in pickle.dumps(original)
+
+
+def test_pickling_a_retry_policy_pickle_cannot_take_keeps_the_storage_picklable(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from session_storage_sql import RetryPolicy
+
+    class LocalPolicy(RetryPolicy):  # defined in a function: pickle cannot find it by name
+        pass
+
+    storage = SqliteSessionStorage(tmp_path / "local.db", retry=LocalPolicy(attempts=3), busy_timeout=0.5)
+    with caplog.at_level("WARNING", logger="session_storage_sql"):
+        clone = pickle.loads(pickle.dumps(storage))
+    assert "without its retry policy" in caplog.text
+    with clone.engine.connect() as conn, conn.begin():
+        assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() == 500  # the rest is carried
+    clone.add_trace(["l"], "n", Trace(name="still works"))
+    assert [t.name for t in storage.get_traces("l")] == ["still works"]
+    clone.close()
+    storage.close()
 
 
 async def test_async_api(storage: Any) -> None:

@@ -282,6 +282,39 @@ def test_list_sessions_refuses_a_limit_or_a_bound_that_is_not_one(storage: Any) 
     assert len(storage.list_sessions(limit=2**63)) == len(storage.list_sessions(limit=2**70, newest_first=True)) == 3
 
 
+def test_list_sessions_bounds_naive_aware_date_and_out_of_range(storage: Any) -> None:
+    """An aware datetime is its instant, a naive one local time; a `date` raises a TypeError naming what to give
+    (it raised one too, without the way out); a naive ``datetime.min`` raised a bare ``year 0 is out of range``,
+    and an int beyond a float's range ``OverflowError``."""
+    storage.add_trace(["old"], "n", Trace(name="t"))
+    time.sleep(0.02)
+    middle = time.time()
+    time.sleep(0.02)
+    storage.add_trace(["new"], "n", Trace(name="t"))
+
+    def uids(**query: Any) -> list[str]:
+        return [r.uid for r in storage.list_sessions(**query)]
+
+    naive = datetime.datetime.fromtimestamp(middle)
+    aware = datetime.datetime.fromtimestamp(middle, tz=datetime.timezone(datetime.timedelta(hours=-7)))
+    assert uids(since=naive) == uids(since=aware) == uids(since=middle) == ["new"]
+    assert uids(until=naive) == uids(until=aware) == uids(until=middle) == ["old"]
+    for bound in ("since", "until"):
+        with pytest.raises(TypeError, match=rf"{bound} must be a datetime\.datetime .* got date; .*combine"):
+            storage.list_sessions(**{bound: datetime.date.today()})
+        with pytest.raises(TypeError, match=rf"{bound} must be a datetime\.datetime .* got time$"):
+            storage.list_sessions(**{bound: datetime.time(12)})
+        with pytest.raises(ValueError, match=rf"{bound}=datetime\.datetime\(1, 1, 1, 0, 0\) has no local time"):
+            storage.list_sessions(**{bound: datetime.datetime.min})
+    utc = datetime.timezone.utc
+    assert uids(since=datetime.datetime.min.replace(tzinfo=utc), until=datetime.datetime.max.replace(tzinfo=utc)) == [
+        "old",
+        "new",
+    ]
+    assert uids(since=-(10**400), until=10**400) == ["old", "new"]  # open bounds, as infinities are
+    assert uids(since=10**400) == uids(until=-(10**400)) == []
+
+
 def test_list_sessions_matches_keys_json_writes_escaped(storage: Any) -> None:
     """The session row's JSON is ASCII with escapes (``"caf\\u00e9"``), and SQLite's JSON paths compare a key with
     its escaped text: a non-ASCII key or one holding a control character matched nothing."""

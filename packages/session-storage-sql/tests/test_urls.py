@@ -134,6 +134,15 @@ def test_password_never_in_url_repr_context_or_pickle(postgres_url: str) -> None
             ctx = s.to_context()
         assert secret not in json.dumps(ctx)
         assert secret.encode() not in pickle.dumps(storage)
+        from session_storage_sql import RetryPolicy
+
+        tuned = SqlSessionStorage(with_password(postgres_url, secret), retry=RetryPolicy(attempts=2), busy_timeout=1)
+        assert secret.encode() not in pickle.dumps(tuned)  # the options travel, the password does not
+        copy = pickle.loads(pickle.dumps(tuned))
+        assert copy.url == storage.url and copy._retry == RetryPolicy(attempts=2)
+        assert [t.name for t in copy.get_traces(s.uid)] == ["t"]  # credentials from this side (trust auth here)
+        copy.close()
+        tuned.close()
         assert secret.encode() not in pickle.dumps(ctx)
         assert storage.load_context(s.uid) is not None and secret not in json.dumps(storage.load_context(s.uid))
         assert storage.engine.url.password == secret  # the sender keeps it for its own connections

@@ -51,7 +51,10 @@ _PROVIDERS = {
 _lock = threading.RLock()
 _loaded: dict[str, dict[str, Any]] = {}
 _explicit: dict[str, dict[str, Any]] = {STORAGE_GROUP: {}, BACKEND_GROUP: {}, AMBIENT_GROUP: {}}
-_storage_cache: dict[tuple[int, str], Any] = {}
+# (pid, URL as given) -> (storage, the working directory it was opened in, or None when that cannot matter)
+_storage_cache: dict[tuple[int, str], tuple[Any, str | None]] = {}
+# (pid, storage.url, the URL given when it holds a secret) -> storage: one storage per place
+_storage_by_url: dict[tuple[int, str, str | None], Any] = {}
 _memory_stores: dict[str, InMemoryStorage] = {}
 
 
@@ -136,11 +139,22 @@ def ambient_context() -> dict[str, Any] | None:
     return None
 
 
+def _cwd() -> str:
+    try:
+        return os.getcwd()
+    except OSError:  # the working directory was removed: never equal to a recorded one
+        return ""
+
+
 def open_storage(url: str) -> Any:
-    """The storage for `url`, opened once per process and URL.
+    """The storage for `url`, opened once per process and place.
 
     ``memory://`` (optionally ``memory://name``) is a process-wide `InMemoryStorage`. Other schemes come
     from installed packages, e.g. ``sqlite:///traces.db`` from session-storage-sql.
+
+    A URL whose storage reports another ``url`` (a relative path made absolute, a password left out) is
+    opened again when the working directory has changed since, so a relative path means the file in the current
+    directory; URLs that reach the same storage ``url`` share one storage object.
     """
     if not isinstance(url, str) or not url:
         raise UnknownStorageScheme(f"open_storage needs a storage URL string, got {url!r}")
@@ -148,10 +162,11 @@ def open_storage(url: str) -> Any:
     if scheme == "memory":
         with _lock:
             return _memory_stores.setdefault(url, InMemoryStorage())
-    key = (os.getpid(), url)
+    pid = os.getpid()
+    key = (pid, url)
     cached = _storage_cache.get(key)
-    if cached is not None:
-        return cached
+    if cached is not None and (cached[1] is None or cached[1] == _cwd()):
+        return cached[0]
     factory = _resolve(STORAGE_GROUP, scheme)
     if factory is None and "+" in scheme:  # postgresql+psycopg -> postgresql
         factory = _resolve(STORAGE_GROUP, scheme.split("+", 1)[0])
@@ -164,8 +179,17 @@ def open_storage(url: str) -> Any:
             f"Schemes available here: {', '.join(storage_schemes())}"
         )
     with _lock:
+        cwd = _cwd()
         cached = _storage_cache.get(key)
-        if cached is None:
-            cached = factory(url)
-            _storage_cache[key] = cached
-    return cached
+        if cached is not None and (cached[1] is None or cached[1] == cwd):
+            return cached[0]
+        storage = factory(url)
+        address = getattr(storage, "url", None)
+        if isinstance(address, str) and address:
+            # A URL holding a secret keeps a storage of its own (it connects with that secret), shared only with
+            # the very same URL; every other URL shares the storage first opened for its address.
+            place = (pid, address, None if redact_url(url) == url else url)
+            storage = _storage_by_url.setdefault(place, storage)
+        # Its own address given: the same place from any directory. Else the URL may be relative to this one.
+        _storage_cache[key] = (storage, None if address == url or not isinstance(address, str) else cwd)
+    return storage

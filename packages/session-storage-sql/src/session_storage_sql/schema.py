@@ -16,6 +16,7 @@ trace's ``timestamp`` and ``seq`` from its ``traces`` row, so a trace added twic
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from sqlalchemy import (
@@ -46,6 +47,7 @@ __all__ = ["SCHEMA_VERSION", "Tables", "build_tables", "ensure_schema"]
 SCHEMA_VERSION = 1
 """The layout this version of the package reads and writes. Bump it (and add a migration) on any change."""
 
+_VERSION_TEXT = re.compile(r"[1-9][0-9]*", re.ASCII)  # a recorded schema version: 1, 2, ... as str() writes it
 _ADVISORY_LOCK_KEY = 0x5E5510_5C4E  # serializes concurrent schema creation on PostgreSQL
 
 
@@ -122,8 +124,8 @@ def build_tables() -> Tables:
 def ensure_schema(conn: Connection, tables: Tables, url: str) -> int:
     """Check the recorded version, then create missing tables, inside the caller's transaction; return the version.
 
-    Raises `SchemaVersionError` when the database holds a newer (or unreadable) schema version, before creating
-    or writing anything in it.
+    Raises `SchemaVersionError` when the database holds a newer schema version, or a value that is no version
+    (0, negative, not a whole number as ``str()`` writes it), before creating or writing anything in it.
     """
     if conn.dialect.name == "postgresql":
         conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _ADVISORY_LOCK_KEY})
@@ -134,8 +136,11 @@ def ensure_schema(conn: Connection, tables: Tables, url: str) -> int:
         found = conn.execute(select(meta.c.value).where(meta.c.key == "schema_version")).scalar_one_or_none()
     version = SCHEMA_VERSION
     if found is not None:
+        # Only what `str(version)` writes: "0", "-1", "01", " 1", "1.0" or "abc" is no version of ours.
         try:
-            version = int(found)
+            if not (isinstance(found, str) and _VERSION_TEXT.fullmatch(found)):
+                raise ValueError(found)
+            version = int(found)  # ValueError past int's digit limit (Python 3.11+)
         except ValueError:
             raise SchemaVersionError(url, repr(found), SCHEMA_VERSION) from None
         if version > SCHEMA_VERSION:

@@ -9,6 +9,7 @@ import functools
 import json
 import logging
 import os
+import pickle
 import sqlite3
 import threading
 import time
@@ -58,6 +59,7 @@ _COPY_MIN = 500  # on PostgreSQL, batches this large go through COPY and a tempo
 _KNOWN_LIMIT = 100_000  # session rows this process remembers having written
 _MAX_DEPTH = 64  # session_core's limit on chain depth: walking up parent links stops here even on bad data
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1  # the integers SQLite takes as parameters
+_BUSY_TIMEOUT = 5.0  # the constructors' default busy_timeout (a pickled copy carries another one)
 
 SessionInfo = tuple[str | None, dict[str, Any] | None]
 KnownSession = tuple[str | None, str | None]  # name and metadata JSON of a session row this process wrote
@@ -109,15 +111,36 @@ def _is_database_error(exc: BaseException) -> bool:
 
 
 def _timestamp(value: float | datetime.datetime | None, what: str) -> float | None:
+    """Unix seconds from a bound of `list_sessions`: a datetime (naive: local time, as `datetime.timestamp` takes
+    it) or unix seconds (an infinity, or an int too large for a float, is an open bound)."""
     if value is None:
         return None
     if isinstance(value, datetime.datetime):
-        return value.timestamp()
+        try:
+            return value.timestamp()
+        except (ValueError, OverflowError, OSError):
+            # Only a naive datetime within a day of the calendar's edge (datetime.min): its local time is no date.
+            raise ValueError(
+                f"{what}={value!r} has no local time (a naive datetime is taken as local time); give an aware "
+                "datetime (e.g. tzinfo=datetime.timezone.utc) or unix seconds"
+            ) from None
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         if value != value:
             raise ValueError(f"{what} is NaN; give a datetime or unix seconds (an infinity is an open bound)")
-        return float(value)
-    raise TypeError(f"{what} must be a datetime or unix seconds, got {type(value).__name__}")
+        try:
+            return float(value)
+        except OverflowError:  # an int beyond a float's range: as open a bound as an infinity
+            return float("inf") if value > 0 else float("-inf")
+    hint = ""
+    if isinstance(value, datetime.date):
+        hint = (
+            "; a date has no time of day: give datetime.datetime.combine(day, datetime.time()) for its local "
+            "midnight (or an aware datetime)"
+        )
+    raise TypeError(
+        f"{what} must be a datetime.datetime (naive: local time) or unix seconds (int or float), "
+        f"got {type(value).__name__}{hint}"
+    )
 
 
 def _sqlite_comparable(text: str) -> bool:
@@ -152,7 +175,7 @@ class SqlSessionStorage:
         *,
         engine: Engine | None = None,
         retry: RetryPolicy | None = None,
-        busy_timeout: float = 5.0,
+        busy_timeout: float = _BUSY_TIMEOUT,
     ) -> None:
         if engine is not None and url is not None:
             raise TypeError("SqlSessionStorage takes a url or an engine, not both")
@@ -586,8 +609,13 @@ class SqlSessionStorage:
         newest_first: bool = False,
     ) -> list[SessionRecord]:
         """Sessions oldest first (`newest_first`: newest first, so `limit` keeps the latest), filtered by name, a
-        metadata subset (every given key equal), creation time (``since <= created_at < until``; unix seconds
-        or datetimes) and whether they are roots."""
+        metadata subset (every given key equal), creation time and whether they are roots.
+
+        Creation time: ``since <= created_at < until``, each bound unix seconds (an int or float; an infinity is an
+        open bound) or a `datetime.datetime`: an aware one is that instant, a naive one local time (as
+        `datetime.datetime.timestamp` takes it). A `datetime.date` raises `TypeError` (a day is no instant: say
+        which time of it with `datetime.datetime.combine`), as does any other type.
+        """
         s = self._tables.sessions
         query: Select[Any] = select(*_record_columns(s))
         if name is not None:
@@ -740,7 +768,30 @@ class SqlSessionStorage:
             raise TypeError(
                 f"{self!r} lives in this process only and cannot be pickled; use a SQLite file or PostgreSQL URL"
             )
-        return (SqlSessionStorage, (self._url,))
+        return _reduced(SqlSessionStorage, self._url, self._options())
+
+    def _options(self) -> dict[str, Any]:
+        """The constructor options a pickled copy gets: those not at their defaults. Never a secret (the URL
+        travels as `url`, without its password); an engine you passed in stays here (the copy opens the URL)."""
+        options: dict[str, Any] = {}
+        if self._busy_timeout != _BUSY_TIMEOUT:
+            options["busy_timeout"] = self._busy_timeout
+        retry = self._retry
+        if retry != RetryPolicy():
+            if type(retry) is not RetryPolicy:  # a subclass of yours, perhaps defined where pickle cannot find it
+                try:
+                    pickle.dumps(retry)
+                except Exception as exc:
+                    logger.warning(
+                        "%r is pickled without its retry policy %r, which cannot be pickled (%s): the copy retries "
+                        "per RetryPolicy()",
+                        self,
+                        retry,
+                        exc,
+                    )
+                    return options
+            options["retry"] = retry
+        return options
 
     def __repr__(self) -> str:
         if self._url is None:
@@ -757,7 +808,7 @@ class SqliteSessionStorage(SqlSessionStorage):
         db_path: str | os.PathLike[str] | None = None,
         *,
         retry: RetryPolicy | None = None,
-        busy_timeout: float = 5.0,
+        busy_timeout: float = _BUSY_TIMEOUT,
     ) -> None:
         path = os.fspath(db_path) if db_path is not None else DEFAULT_SQLITE_FILE
         memory = path in ("", ":memory:")
@@ -769,13 +820,26 @@ class SqliteSessionStorage(SqlSessionStorage):
     def __reduce__(self) -> tuple[Any, ...]:
         if self.db_path is None:
             return super().__reduce__()
-        return (SqliteSessionStorage, (self.db_path,))
+        return _reduced(SqliteSessionStorage, self.db_path, self._options())
 
     def __repr__(self) -> str:
         return f"SqliteSessionStorage(db_path={self.db_path or ':memory:'!r})"
 
 
 # -- helpers -----------------------------------------------------------------------------------------------
+def _reduced(cls: type[SqlSessionStorage], target: str, options: dict[str, Any]) -> tuple[Any, ...]:
+    """What `__reduce__` returns: ``cls(target)`` as before when every option is at its default (so older
+    versions read it), else `_unpickle` with the options."""
+    if not options:
+        return (cls, (target,))
+    return (_unpickle, (cls, target, options))
+
+
+def _unpickle(cls: type[_S], target: str, options: dict[str, Any]) -> _S:
+    """A pickled storage opened again: ``cls(target, **options)``."""
+    return cls(target, **options)
+
+
 def _write_traces(
     cursor: Any,
     hot: HotStatements,
