@@ -464,3 +464,31 @@ def test_extract_of_starlette_request_headers_reads_every_baggage_header(serve_a
     ctx = json.loads(conn.getresponse().read())["ctx"]
     conn.close()
     assert ctx is not None and ctx["uid_chain"] == root.uid_chain and ctx["metadata"] == {"k": 1}
+
+
+# -- applied twice ------------------------------------------------------------------------------------------
+def test_applied_twice_the_inner_middleware_passes_the_outers_session_through(serve_asgi, probe_apps, fetch_json):
+    """A framework adds the middleware and the user adds it too: one session per request, not a nested one."""
+    storage = InMemoryStorage()
+    app = SessionMiddleware(SessionMiddleware(probe_apps[0], storage=InMemoryStorage()), storage=storage)
+    server = serve_asgi(app)
+    with ContextVarSession("twice", storage=storage, arm="a") as root:
+        _, info = fetch_json(server.url + "/record", inject())
+        base = build_proxied_base_url(server.url + "/v1", assemble_routing_metadata())
+    _, via_slug = fetch_json(base + "/models/record")
+    for seen in (info, via_slug):
+        assert seen["active"] == 1
+        assert seen["session"]["uid_chain"][:-1] == root.uid_chain and len(seen["session"]["uid_chain"]) == 2
+        assert seen["metadata"] == {"arm": "a"}
+    assert via_slug["path"] == "/v1/models/record"
+    assert [t.input for t in root.llm_calls] == ["/record", "/v1/models/record"]  # the outer's storage
+    _, bare = fetch_json(server.url + "/record")
+    assert bare["session"] is None and bare["active"] == 0 and bare["metadata"] == {}
+
+
+def test_applied_twice_an_inner_without_the_outers_signing_key_does_not_bypass_it(serve_asgi, probe_apps, fetch_json):
+    app = SessionMiddleware(SessionMiddleware(probe_apps[0]), signing_key="outer-key")
+    server = serve_asgi(app)
+    with ContextVarSession("unsigned"):
+        _, info = fetch_json(server.url + "/record", inject(signing_key=None))  # no $SESSION_SIGNING_KEY: unsigned
+    assert info["session"] is None and info["active"] == 0 and info["metadata"] == {}

@@ -2,6 +2,8 @@
 
 HTTP requests run inside a child of the caller's session for the whole ``await app(...)``, so a streaming
 response's body is produced inside the session too. Lifespan and websocket scopes pass through untouched.
+Applied twice around one app, only the outer instance acts: it marks the request's scope
+(``scope["session_http.middleware"]``) and the inner one passes such a request through.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 STATE_KEY = "session_metadata"
+SCOPE_KEY = "session_http.middleware"  # the instance that handles this request: any other one passes it through
 
 
 class SessionMiddleware:
@@ -32,7 +35,8 @@ class SessionMiddleware:
     (default ``$SESSION_STORAGE_URL``, else one in-memory storage for this middleware). `strict`: answer 400 to a
     malformed or refused context instead of running without a session. `signing_key` (or
     ``$SESSION_SIGNING_KEY``): refuse unsigned, forged and tampered contexts. `session_factory(ctx, storage)`:
-    build the session yourself (default `session_core.restore_session`).
+    build the session yourself (default `session_core.restore_session`). Applied twice around one app (a
+    framework adds it and so do you), the outer instance handles each request and its options apply.
     """
 
     def __init__(
@@ -56,7 +60,7 @@ class SessionMiddleware:
         return self.incoming.storage
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        if scope["type"] != "http" or SCOPE_KEY in scope:  # not a request, or an outer instance handles it
             await self.app(scope, receive, send)
             return
         raw_headers = scope["headers"]
@@ -66,9 +70,11 @@ class SessionMiddleware:
             baggage = _joined(raw_headers, b"baggage")
         path: str = scope["path"]
         state = scope.get("state")
-        if state is None:  # a server without lifespan state: add it to a copy (changes must not leak upstream)
+        if state is None:  # a server without lifespan state: add it to the copy (changes must not leak upstream)
             state = {}
-            scope = {**scope, "state": state}
+            scope = {**scope, SCOPE_KEY: self, "state": state}
+        else:
+            scope = {**scope, SCOPE_KEY: self}
         if META_SEGMENT not in path:
             if baggage is None or (
                 b"session." not in baggage and (b"%" not in baggage or not has_session_members(baggage))
@@ -99,8 +105,7 @@ class SessionMiddleware:
             await _reject(send, found.problem)
             return
         state[STATE_KEY] = found.metadata
-        if found.slug is not None:
-            scope = dict(scope)
+        if found.slug is not None:  # `scope` is this middleware's copy already
             scope["path"] = found.slug.path
             scope["raw_path"] = raw_path_without(scope.get("raw_path"), found.slug.segment, found.slug.path)
         session = found.session
