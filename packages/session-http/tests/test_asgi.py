@@ -16,6 +16,7 @@ from session_core import (
     assemble_routing_metadata,
     build_proxied_base_url,
     encode_metadata_slug,
+    get_active_session_uids,
     get_current_session,
     open_storage,
     record_trace,
@@ -479,3 +480,56 @@ def test_applied_twice_an_inner_without_the_outers_signing_key_does_not_bypass_i
     with ContextVarSession("unsigned"):
         _, info = fetch_json(server.url + "/record", inject(signing_key=None))  # no $SESSION_SIGNING_KEY: unsigned
     assert info["session"] is None and info["active"] == 0 and info["metadata"] == {}
+
+
+def test_applied_twice_the_scope_stays_shared_and_an_in_process_app_is_served(serve_asgi, fetch_json):
+    """The inner instance is told apart without copying or marking the scope: what the app writes into it (a
+    router's ``route``) reaches middlewares further out, and an ASGI app the handler calls in-process, with a
+    scope and headers of its own, is served by its middleware as usual."""
+    seen: dict[str, Any] = {}
+
+    async def called_in_process(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        seen["in_process"] = get_active_session_uids()
+        await send({"type": "http.response.start", "status": 204, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    nested = SessionMiddleware(called_in_process, storage=InMemoryStorage())
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        scope["route"] = "/things/{id}"
+        with ContextVarSession("sub-call") as sub:
+            headers = [(k.lower().encode(), v.encode()) for k, v in inject().items()]
+            seen["sub"] = sub.uid_chain
+        sub_scope = {"type": "http", "method": "GET", "path": "/sub", "raw_path": b"/sub", "headers": headers}
+        sent: list[dict[str, Any]] = []
+
+        async def sub_send(message: dict[str, Any]) -> None:
+            sent.append(message)
+
+        async def sub_receive() -> dict[str, Any]:
+            return {"type": "http.request", "body": b"", "more_body": False}
+
+        await nested(sub_scope, sub_receive, sub_send)
+        body = json.dumps({"uids": get_active_session_uids(), "sub_status": sent[0]["status"]}).encode()
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"application/json")]})
+        await send({"type": "http.response.body", "body": body})
+
+    class Observer:
+        def __init__(self, inner: Any) -> None:
+            self.inner = inner
+
+        async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+            async def observing_send(message: dict[str, Any]) -> None:
+                if message["type"] == "http.response.start":  # as metrics middlewares read the route
+                    seen["route"] = scope.get("route")
+                await send(message)
+
+            await self.inner(scope, receive, observing_send)
+
+    server = serve_asgi(Observer(SessionMiddleware(SessionMiddleware(app))))
+    with ContextVarSession("caller") as caller:
+        _, info = fetch_json(server.url + "/things/1", inject())
+    assert info["uids"][:-1] == caller.uid_chain and len(info["uids"]) == 2  # one session, not two
+    assert seen["route"] == "/things/{id}"
+    assert info["sub_status"] == 204
+    assert seen["in_process"][:-1] == seen["sub"] and len(seen["in_process"]) == len(seen["sub"]) + 1

@@ -3,14 +3,17 @@
 HTTP requests run inside a child of the caller's session for the whole ``await app(...)``, so a streaming
 response's body is produced inside the session too. A websocket connection runs inside one child session from
 its handshake to its close (the context read from the handshake's headers or path, as for a request). Lifespan
-scopes pass through untouched. Applied twice around one app, only the outer instance acts: it marks the
-request's scope (``scope["session_http.middleware"]``) and the inner one passes such a request through.
+scopes pass through untouched. Applied twice around one app, only the outer instance acts: the inner one
+passes through the very scope the outer handed down (noted in a `ContextVar`, so the scope itself is neither
+copied nor marked: what the app's router writes into it, e.g. ``scope["route"]``, stays visible to middlewares
+further out, and an ASGI app called in-process from a handler gets a scope of its own and is served as usual).
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
+from contextvars import ContextVar
 from typing import Any
 
 from session_http.incoming import Incoming, SessionFactory, has_session_members
@@ -26,7 +29,8 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 STATE_KEY = "session_metadata"
 _SCOPE_TYPES = frozenset({"http", "websocket"})
-SCOPE_KEY = "session_http.middleware"  # the instance that handles this request: any other one passes it through
+# The scope an instance handed down with a session (or a refusal) decided: any other instance passes it through.
+_handed_down: ContextVar[Scope | None] = ContextVar("session_http_handed_down", default=None)
 
 
 class SessionMiddleware:
@@ -65,7 +69,7 @@ class SessionMiddleware:
         return self.incoming.storage
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] not in _SCOPE_TYPES or SCOPE_KEY in scope:  # lifespan, or an outer instance handles it
+        if scope["type"] not in _SCOPE_TYPES or _handed_down.get() is scope:  # lifespan, or an outer one handles it
             await self.app(scope, receive, send)
             return
         raw_headers = scope["headers"]
@@ -75,11 +79,9 @@ class SessionMiddleware:
             baggage = _joined(raw_headers, b"baggage")
         path: str = scope["path"]
         state = scope.get("state")
-        if state is None:  # a server without lifespan state: add it to the copy (changes must not leak upstream)
+        if state is None:  # a server without lifespan state: add it to a copy (changes must not leak upstream)
             state = {}
-            scope = {**scope, SCOPE_KEY: self, "state": state}
-        else:
-            scope = {**scope, SCOPE_KEY: self}
+            scope = {**scope, "state": state}
         if META_SEGMENT not in path:
             if baggage is None or (
                 b"session." not in baggage and (b"%" not in baggage or not has_session_members(baggage))
@@ -95,9 +97,11 @@ class SessionMiddleware:
             ):
                 session, state[STATE_KEY] = known.open(self._storage)
                 session._enter_stack()
+                handed = _handed_down.set(scope)
                 try:
                     await self.app(scope, receive, send)
                 finally:
+                    _handed_down.reset(handed)
                     session._exit_stack()
                 return
         traceparent: bytes | None = headers.get(b"traceparent")
@@ -110,15 +114,20 @@ class SessionMiddleware:
             await _reject(scope, send, found.problem)
             return
         state[STATE_KEY] = found.metadata
-        if found.slug is not None:  # `scope` is this middleware's copy already
+        if found.slug is not None:
+            scope = dict(scope)
             scope["path"] = found.slug.path
             scope["raw_path"] = raw_path_without(scope.get("raw_path"), found.slug.segment, found.slug.path)
         session = found.session
-        if session is None:
-            await self.app(scope, receive, send)
-            return
-        with session:
-            await self.app(scope, receive, send)
+        handed = _handed_down.set(scope)  # an inner instance must not accept what this one refused either
+        try:
+            if session is None:
+                await self.app(scope, receive, send)
+                return
+            with session:
+                await self.app(scope, receive, send)
+        finally:
+            _handed_down.reset(handed)
 
 
 def _joined(headers: Any, name: bytes) -> bytes | None:
