@@ -16,6 +16,7 @@ from session_core import (
     assemble_routing_metadata,
     build_proxied_base_url,
     encode_metadata_slug,
+    get_active_session_uids,
     get_current_session,
     open_storage,
     record_trace,
@@ -308,8 +309,7 @@ def test_starlette_request_state_lifespan_state_and_streaming(serve_asgi, fetch_
 
 
 # -- passthrough --------------------------------------------------------------------------------------------
-def test_lifespan_and_websocket_scopes_pass_through_untouched(serve_asgi, fetch_json):
-    websockets_sync = pytest.importorskip("websockets.sync.client")
+def test_lifespan_scopes_pass_through_untouched(serve_asgi, fetch_json):
     seen: dict[str, Any] = {}
 
     async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
@@ -324,14 +324,6 @@ def test_lifespan_and_websocket_scopes_pass_through_untouched(serve_asgi, fetch_
                 else:
                     await send({"type": "lifespan.shutdown.complete"})
                     return
-        elif scope["type"] == "websocket":
-            seen["ws_state"] = dict(scope.get("state", {}))
-            seen["ws_session"] = get_current_session()
-            await receive()  # websocket.connect
-            await send({"type": "websocket.accept"})
-            message = await receive()
-            await send({"type": "websocket.send", "text": "echo:" + message["text"]})
-            await receive()  # websocket.disconnect
         else:
             body = json.dumps({"state": {k: v for k, v in scope["state"].items()}}).encode()
             await send({"type": "http.response.start", "status": 200, "headers": []})
@@ -339,13 +331,9 @@ def test_lifespan_and_websocket_scopes_pass_through_untouched(serve_asgi, fetch_
 
     server = serve_asgi(SessionMiddleware(app), lifespan="on")
     assert seen["startup"] is True
-    with ContextVarSession("ws"):
+    assert "session_http.middleware" not in seen["lifespan_scope"]
+    with ContextVarSession("lifespan"):
         headers = inject()
-    with websockets_sync.connect(f"ws://127.0.0.1:{server.port}/ws", additional_headers=headers) as ws:
-        ws.send("hi")
-        assert ws.recv() == "echo:hi"
-    assert seen["ws_session"] is None
-    assert seen["ws_state"] == {"ready": "yes"}  # no session_metadata: the websocket scope was not touched
     _, info = fetch_json(server.url + "/", headers)
     assert info["state"]["ready"] == "yes" and info["state"]["session_metadata"] == {}
 
@@ -464,3 +452,84 @@ def test_extract_of_starlette_request_headers_reads_every_baggage_header(serve_a
     ctx = json.loads(conn.getresponse().read())["ctx"]
     conn.close()
     assert ctx is not None and ctx["uid_chain"] == root.uid_chain and ctx["metadata"] == {"k": 1}
+
+
+# -- applied twice ------------------------------------------------------------------------------------------
+def test_applied_twice_the_inner_middleware_passes_the_outers_session_through(serve_asgi, probe_apps, fetch_json):
+    """A framework adds the middleware and the user adds it too: one session per request, not a nested one."""
+    storage = InMemoryStorage()
+    app = SessionMiddleware(SessionMiddleware(probe_apps[0], storage=InMemoryStorage()), storage=storage)
+    server = serve_asgi(app)
+    with ContextVarSession("twice", storage=storage, arm="a") as root:
+        _, info = fetch_json(server.url + "/record", inject())
+        base = build_proxied_base_url(server.url + "/v1", assemble_routing_metadata())
+    _, via_slug = fetch_json(base + "/models/record")
+    for seen in (info, via_slug):
+        assert seen["active"] == 1
+        assert seen["session"]["uid_chain"][:-1] == root.uid_chain and len(seen["session"]["uid_chain"]) == 2
+        assert seen["metadata"] == {"arm": "a"}
+    assert via_slug["path"] == "/v1/models/record"
+    assert [t.input for t in root.llm_calls] == ["/record", "/v1/models/record"]  # the outer's storage
+    _, bare = fetch_json(server.url + "/record")
+    assert bare["session"] is None and bare["active"] == 0 and bare["metadata"] == {}
+
+
+def test_applied_twice_an_inner_without_the_outers_signing_key_does_not_bypass_it(serve_asgi, probe_apps, fetch_json):
+    app = SessionMiddleware(SessionMiddleware(probe_apps[0]), signing_key="outer-key")
+    server = serve_asgi(app)
+    with ContextVarSession("unsigned"):
+        _, info = fetch_json(server.url + "/record", inject(signing_key=None))  # no $SESSION_SIGNING_KEY: unsigned
+    assert info["session"] is None and info["active"] == 0 and info["metadata"] == {}
+
+
+def test_applied_twice_the_scope_stays_shared_and_an_in_process_app_is_served(serve_asgi, fetch_json):
+    """The inner instance is told apart without copying or marking the scope: what the app writes into it (a
+    router's ``route``) reaches middlewares further out, and an ASGI app the handler calls in-process, with a
+    scope and headers of its own, is served by its middleware as usual."""
+    seen: dict[str, Any] = {}
+
+    async def called_in_process(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        seen["in_process"] = get_active_session_uids()
+        await send({"type": "http.response.start", "status": 204, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    nested = SessionMiddleware(called_in_process, storage=InMemoryStorage())
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        scope["route"] = "/things/{id}"
+        with ContextVarSession("sub-call") as sub:
+            headers = [(k.lower().encode(), v.encode()) for k, v in inject().items()]
+            seen["sub"] = sub.uid_chain
+        sub_scope = {"type": "http", "method": "GET", "path": "/sub", "raw_path": b"/sub", "headers": headers}
+        sent: list[dict[str, Any]] = []
+
+        async def sub_send(message: dict[str, Any]) -> None:
+            sent.append(message)
+
+        async def sub_receive() -> dict[str, Any]:
+            return {"type": "http.request", "body": b"", "more_body": False}
+
+        await nested(sub_scope, sub_receive, sub_send)
+        body = json.dumps({"uids": get_active_session_uids(), "sub_status": sent[0]["status"]}).encode()
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"application/json")]})
+        await send({"type": "http.response.body", "body": body})
+
+    class Observer:
+        def __init__(self, inner: Any) -> None:
+            self.inner = inner
+
+        async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+            async def observing_send(message: dict[str, Any]) -> None:
+                if message["type"] == "http.response.start":  # as metrics middlewares read the route
+                    seen["route"] = scope.get("route")
+                await send(message)
+
+            await self.inner(scope, receive, observing_send)
+
+    server = serve_asgi(Observer(SessionMiddleware(SessionMiddleware(app))))
+    with ContextVarSession("caller") as caller:
+        _, info = fetch_json(server.url + "/things/1", inject())
+    assert info["uids"][:-1] == caller.uid_chain and len(info["uids"]) == 2  # one session, not two
+    assert seen["route"] == "/things/{id}"
+    assert info["sub_status"] == 204
+    assert seen["in_process"][:-1] == seen["sub"] and len(seen["in_process"]) == len(seen["sub"]) + 1

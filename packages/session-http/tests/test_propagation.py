@@ -251,6 +251,23 @@ def test_extract_reads_a_stdlib_servers_headers_every_baggage_header_combined():
     assert seen[0]["uid_chain"] == session.uid_chain and seen[0]["metadata"] == {"k": 1}
 
 
+def test_extract_combines_every_baggage_header_of_an_aiohttp_style_multidict():
+    """aiohttp's ``request.headers`` is a ``CIMultiDictProxy``: ``get`` answers the first header, ``getall`` all."""
+    multidict = pytest.importorskip("multidict")
+    with ContextVarSession("multi", k=1) as session:
+        value = inject()["baggage"]
+    for headers in (
+        multidict.CIMultiDict([("Baggage", "other=1"), ("baggage", value)]),
+        multidict.CIMultiDictProxy(multidict.CIMultiDict([("BAGGAGE", "other=1"), ("Baggage", value)])),
+        multidict.CIMultiDict([("baggage", value), ("baggage", "other=1")]),
+    ):
+        found = extract(headers)
+        assert found is not None and found["uid_chain"] == session.uid_chain and found["metadata"] == {"k": 1}
+    assert extract(multidict.CIMultiDict([("host", "x")])) is None  # no baggage header: no KeyError
+    assert extract(multidict.MultiDict([("Baggage", value)]))["name"] == "multi"  # type: ignore[index]
+    assert extract(multidict.CIMultiDict([("baggage", "a=1"), ("baggage", "b=2")])) is None
+
+
 def test_extract_of_something_that_is_no_headers_says_so():
     with pytest.raises(TypeError, match="mapping of headers or"):
         extract(["baggage"])  # type: ignore[list-item]

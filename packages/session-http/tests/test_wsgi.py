@@ -195,3 +195,23 @@ def test_flask_app_on_werkzeug(serve_wsgi, fetch_json):
     assert via_slug["metadata"] == {"user": "bob", "step": 2}
     assert streamed == "True\nTrue\n"
     assert sorted(t.name for t in root.llm_calls) == ["flask", "flask", "flask-part-0", "flask-part-1"]
+
+
+@pytest.mark.parametrize("kind", ["wsgiref", "werkzeug"])
+def test_applied_twice_the_inner_middleware_passes_the_outers_session_through(serve_wsgi, probe_apps, fetch_json, kind):
+    """A framework adds the middleware and the user adds it too: one session per request, not a nested one."""
+    storage = InMemoryStorage()
+    app = SessionWSGIMiddleware(SessionWSGIMiddleware(probe_apps[1], storage=InMemoryStorage()), storage=storage)
+    server = serve_wsgi(app, kind=kind)
+    with ContextVarSession("twice", storage=storage, arm="a") as root:
+        _, info = fetch_json(server.url + "/record", inject())
+        base = build_proxied_base_url(server.url + "/v1", assemble_routing_metadata())
+    _, via_slug = fetch_json(base + "/models/record")
+    for seen in (info, via_slug):
+        assert seen["active"] == 1
+        assert seen["session"]["uid_chain"][:-1] == root.uid_chain and len(seen["session"]["uid_chain"]) == 2
+        assert seen["metadata"] == {"arm": "a"}
+    assert via_slug["path"] == "/v1/models/record"
+    assert [t.input for t in root.llm_calls] == ["/record", "/v1/models/record"]  # the outer's storage
+    _, bare = fetch_json(server.url + "/record")
+    assert bare["session"] is None and bare["active"] == 0 and bare["metadata"] == {}

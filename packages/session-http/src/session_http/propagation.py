@@ -164,6 +164,12 @@ def _header_value(headers: Mapping[str, Any] | Iterable[tuple[Any, Any]]) -> str
         getlist = getattr(headers, "getlist", None)  # Starlette's, werkzeug's: `get` answers the first header only
         if callable(getlist):
             return _combined(getlist(BAGGAGE))
+        getall = getattr(headers, "getall", None)  # aiohttp's (multidict's) `getlist`
+        if callable(getall):
+            try:
+                return _combined(list(getall(BAGGAGE)))
+            except KeyError:  # multidict's answer for a name it lacks (a case-sensitive one may spell it otherwise)
+                pass
         found: Any = headers.get(BAGGAGE)
         if found is None:
             for key, value in headers.items():  # a case-sensitive mapping, or one with bytes keys
@@ -205,9 +211,9 @@ def extract(
     """The context dict carried by the ``baggage`` header in `headers`, or None.
 
     `headers` is a mapping (names matched case-insensitively; every repeated ``baggage`` header combined when it
-    has ``getlist``, as Starlette's ``request.headers`` does), ``(name, value)`` pairs (ASGI's raw headers) or
-    an object with ``items()`` giving such pairs (``http.server``'s ``email.message.Message``); a `TypeError`
-    for anything else.
+    has ``getlist`` or ``getall``, as Starlette's and aiohttp's ``request.headers`` do), ``(name, value)`` pairs
+    (ASGI's raw headers) or an object with ``items()`` giving such pairs (``http.server``'s
+    ``email.message.Message``); a `TypeError` for anything else.
     Malformed, oversized or (with a signing key) unsigned/forged contexts give None with one warning, or raise
     `session_core.InvalidSessionContext` when `strict`. `storage` resolves contexts sent by reference.
     """

@@ -2,7 +2,8 @@
 
 The application and the iteration of its response body run in a copy of the server thread's context with the
 child session active, so a streamed body is produced inside the session, and nothing is left on the thread's
-own context even when a server never calls ``close()``.
+own context even when a server never calls ``close()``. Applied twice around one app, only the outer instance
+acts: it marks the request's environ (``environ["session_http.middleware"]``) and the inner one passes through.
 """
 
 from __future__ import annotations
@@ -21,13 +22,14 @@ StartResponse = Callable[..., Any]
 WSGIApp = Callable[[Environ, StartResponse], Iterable[bytes]]
 
 ENVIRON_KEY = "session.metadata"
+MARKER_KEY = "session_http.middleware"  # the instance that handles this request: any other one passes it through
 
 
 class SessionWSGIMiddleware:
     """Run each request inside a child of the session its ``baggage`` header (or path slug) carries.
 
     The metadata is exposed as ``environ["session.metadata"]`` (``{}`` without a context). Options as for
-    `session_http.SessionMiddleware`.
+    `session_http.SessionMiddleware` (applied twice, the outer instance handles each request).
     """
 
     def __init__(
@@ -48,6 +50,9 @@ class SessionWSGIMiddleware:
         return self.incoming.storage
 
     def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
+        if MARKER_KEY in environ:  # an outer instance handles this request
+            return self.app(environ, start_response)
+        environ[MARKER_KEY] = self
         baggage = environ.get("HTTP_BAGGAGE")
         path = environ.get("PATH_INFO") or ""
         if (baggage is None or not has_session_members(baggage)) and META_SEGMENT not in path:
