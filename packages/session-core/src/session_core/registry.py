@@ -189,7 +189,12 @@ def open_storage(url: str) -> Any:
             # A URL holding a secret keeps a storage of its own (it connects with that secret), shared only with
             # the very same URL; every other URL shares the storage first opened for its address.
             place = (pid, address, None if redact_url(url) == url else url)
-            storage = _storage_by_url.setdefault(place, storage)
+            shared = _storage_by_url.setdefault(place, storage)
+            if shared is not storage:  # the place was open already: let the new one go (its engine, its file)
+                close = getattr(storage, "close", None)
+                if callable(close):
+                    close()
+                storage = shared
         # Its own address given: the same place from any directory. Else the URL may be relative to this one.
         _storage_cache[key] = (storage, None if address == url or not isinstance(address, str) else cwd)
     return storage
