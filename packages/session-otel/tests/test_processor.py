@@ -206,3 +206,25 @@ def test_past_the_sdks_attribute_limit_the_session_attributes_are_the_ones_kept(
         assert attrs["session.name"] == "wide"
         assert attrs["session.uid_chain"] == (session.uid,)
         assert attrs["session.metadata.k139"] == 139
+
+
+def test_a_span_started_with_another_sessions_context_carries_that_session(spans):
+    """A consumer inside its own session starts a span continuing a message's context: the span is the
+    message's session's. A context the current session lies within (the caller's, extracted again inside a
+    server's session) keeps the innermost session here."""
+    tracer = trace.get_tracer("consumer")
+    producer = encode_baggage({"name": "producer", "uid_chain": ["p1", "p2"], "metadata": {"job": 4}})
+    message_ctx = W3CBaggagePropagator().extract({"baggage": producer}, context=Context())
+    with ContextVarSession("consumer", worker=1) as consumer:
+        caller = W3CBaggagePropagator().extract({"baggage": encode_baggage(consumer.to_context())}, context=Context())
+        with ContextVarSession("handler") as handler:
+            tracer.start_span("for the message", context=message_ctx).end()
+            tracer.start_span("for the caller", context=caller).end()
+            tracer.start_span("no session in the context", context=Context()).end()
+            tracer.start_span("current").end()
+    got = _by_name(spans)
+    message = dict(got["for the message"].attributes)
+    assert (message["session.id"], message["session.uid_chain"]) == ("p2", ("p1", "p2"))
+    assert message["session.metadata.job"] == 4 and "session.metadata.worker" not in message
+    for name in ("for the caller", "no session in the context", "current"):
+        assert got[name].attributes["session.id"] == handler.uid, name

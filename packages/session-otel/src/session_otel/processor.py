@@ -20,7 +20,7 @@ from session_core.session import metadata_version
 from session_core.stack import ACTIVE
 from session_otel._keys import BAGGAGE_KEY
 from session_otel.ambient import _MISSING, UIDS, IdentityCache, context_in, session_in
-from session_otel.attributes import SESSION_ID, metadata_attributes, session_attributes
+from session_otel.attributes import SESSION_ID, SESSION_UID_CHAIN, metadata_attributes, session_attributes
 
 __all__ = ["SessionSpanProcessor", "attributes_for_session"]
 
@@ -64,6 +64,12 @@ def _build(session: Any) -> dict[str, AttributeValue]:
     return session_attributes(session.name, chain[-1], chain, metadata_attributes(merged))
 
 
+def _within(session: Any, chain: tuple[str, ...]) -> bool:
+    """Whether `session` is the session `chain` ends with or one of its descendants."""
+    own = session._chain_tuple() if isinstance(session, BaseSession) else tuple(session.uid_chain)
+    return own[: len(chain)] == chain
+
+
 def _attributes_from_baggage(ctx: Context) -> dict[str, AttributeValue] | None:
     bag = ctx.get(BAGGAGE_KEY)
     if not isinstance(bag, dict) or UIDS not in bag:
@@ -85,19 +91,26 @@ def _attributes_from_baggage(ctx: Context) -> dict[str, AttributeValue] | None:
 
 class SessionSpanProcessor(_SpanProcessorBase):
     """An OpenTelemetry SDK span processor (add it with ``provider.add_span_processor(SessionSpanProcessor())``)
-    that stamps session attributes on spans started inside a session. Spans that already carry ``session.id``
-    (session spans themselves) are left alone. It never raises into the code starting the span."""
+    that stamps session attributes on spans started inside a session: the innermost active session's, unless
+    the span is started with an explicit context carrying a session this one does not lie within (its own
+    session then). Spans that already carry ``session.id`` (session spans themselves) are left alone. It never
+    raises into the code starting the span."""
 
     def on_start(self, span: Any, parent_context: Context | None = None) -> None:
+        # The span's session: the innermost one here (the stack); but a span started with an explicit context
+        # carrying another session (a message consumer continuing its producer's context) belongs to that one.
+        attrs: dict[str, AttributeValue] | None
         try:
             existing = span.attributes
             if existing and SESSION_ID in existing:
                 return
             stack = ACTIVE.get()
-            if stack:
-                attrs: dict[str, AttributeValue] | None = attributes_for_session(stack[-1])
-            else:
+            if not stack:
                 attrs = _attributes_from_baggage(parent_context if parent_context is not None else get_current())
+            elif parent_context is None or (attrs := _attributes_from_baggage(parent_context)) is None:
+                attrs = attributes_for_session(stack[-1])
+            elif _within(stack[-1], attrs[SESSION_UID_CHAIN]):  # type: ignore[arg-type]
+                attrs = attributes_for_session(stack[-1])  # the innermost session here lies within the context's
             if attrs:
                 span.set_attributes(attrs)
         except Exception:
