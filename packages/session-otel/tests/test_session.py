@@ -575,3 +575,20 @@ def test_an_entered_session_copies_and_pickles_as_the_same_session(spans, tmp_pa
     *_, last = [s for s in _session_spans(spans) if s.attributes["session.id"] == inner.uid]
     assert last.context.trace_id == by_uid[outer.uid].context.trace_id
     assert last.parent.span_id == by_uid[outer.uid].context.span_id
+
+
+def test_a_value_changed_in_place_is_carried_on_the_next_entry(spans):
+    """A list appended to (no `SessionMetadata` write notes it) reaches the baggage and span of the next entry,
+    as it reaches `get_current_metadata()` and `to_context()`."""
+    s = OTelSession("in-place", tags=["x"])
+    with s:
+        pass
+    s.metadata["tags"].append("y")
+    with s:
+        with OTelSession("child") as child:
+            assert baggage.get_baggage("session.m.tags") == '["x","y"]'
+        assert baggage.get_baggage("session.m.tags") == '["x","y"]'
+    mine = [x for x in _session_spans(spans) if x.attributes["session.id"] == s.uid]
+    assert [x.attributes["session.metadata.tags"] for x in mine] == [("x",), ("x", "y")]
+    (child_span,) = [x for x in _session_spans(spans) if x.attributes["session.id"] == child.uid]
+    assert child_span.attributes["session.metadata.tags"] == ("x", "y")
