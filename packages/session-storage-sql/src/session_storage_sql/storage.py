@@ -61,8 +61,14 @@ _MAX_DEPTH = 64  # session_core's limit on chain depth: walking up parent links 
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1  # the integers SQLite takes as parameters
 _BUSY_TIMEOUT = 5.0  # the constructors' default busy_timeout (a pickled copy carries another one)
 
-SessionInfo = tuple[str | None, dict[str, Any] | None]
-KnownSession = tuple[str | None, str | None]  # name and metadata JSON of a session row this process wrote
+# Name, merged metadata, and whether the session is active here (its own view) or known by hearsay (the parent a
+# context was restored from, as that context was sent).
+SessionInfo = tuple[str | None, dict[str, Any] | None, bool]
+_NO_INFO: SessionInfo = (None, None, True)
+# Name and metadata JSON of a session row this process wrote: the value it wrote itself, `_HEARD` where it only
+# filled in a value heard of (the row holds one, perhaps another), None where it wrote nothing.
+KnownSession = tuple[object, object]
+_HEARD = object()
 
 _live: weakref.WeakSet[SqlSessionStorage] = weakref.WeakSet()
 _seq_lock = threading.Lock()
@@ -384,48 +390,62 @@ class SqlSessionStorage:
         return StorageError(f"{what} failed on {self._where()}{tried}: {describe(exc)}{hint}")
 
     # -- session rows ------------------------------------------------------------------------------------
-    def _session_rows(self, chain: Sequence[str], innermost_name: str | None, *, now: float) -> list[tuple[Any, ...]]:
-        """Rows to upsert for `chain` (root first), skipping those this process already wrote with these values.
+    def _session_rows(
+        self, chain: Sequence[str], innermost_name: str | None, *, now: float
+    ) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
+        """Rows to upsert for `chain` (root first), skipping those this process already wrote with these values:
+        the rows this process knows first-hand, and those it knows by hearsay (filled in only where empty).
 
         The innermost session gets its name and, when it is active here, its merged metadata; ancestors get
-        what this process knows of them (active here, or the parent of a restored session), else uid links only.
+        what this process knows of them: their own view when active here; for the parent of a restored session,
+        what its context said when it was sent (hearsay: it never overwrites what the parent's own process wrote
+        since); else uid links only.
         """
         info = _active_session_info(chain)
         last = len(chain) - 1
         root = chain[0]
         known = self._known
-        rows = []
+        rows: list[tuple[Any, ...]] = []
+        heard: list[tuple[Any, ...]] = []
         for i, uid in enumerate(chain):
-            name, meta = info.get(uid, (None, None))
-            if i == last and innermost_name is not None:
-                name = innermost_name
+            name, meta, own = info.get(uid, _NO_INFO)
             seen = known.get(uid)
-            if seen is not None and (name is None or name == seen[0]) and (meta is None or to_json(meta) == seen[1]):
-                continue
-            rows.append(
-                (
-                    uid,
-                    chain[i - 1] if i else None,
-                    root,
-                    i + 1,
-                    name,
-                    meta,
-                    None,
-                    now,
-                )
-            )
-        return rows
+            if i == last and innermost_name is not None:
+                if not own:  # the caller names it first-hand; its metadata is hearsay
+                    if meta is not None and (seen is None or seen[1] is None):
+                        heard.append((uid, chain[i - 1] if i else None, root, i + 1, None, meta, None, now))
+                    meta, own = None, True
+                name = innermost_name
+            if seen is not None:
+                if own:
+                    if (name is None or name == seen[0]) and (meta is None or to_json(meta) == seen[1]):
+                        continue
+                elif (name is None or seen[0] is not None) and (meta is None or seen[1] is not None):
+                    continue  # the row has a name and metadata already: hearsay would change nothing
+            row = (uid, chain[i - 1] if i else None, root, i + 1, name, meta, None, now)
+            if own:
+                rows.append(row)
+            else:
+                heard.append(row)
+        return rows, heard
 
-    def _remember(self, rows: Iterable[tuple[Any, ...]]) -> None:
+    def _remember(self, rows: Iterable[tuple[Any, ...]], *, heard: bool = False) -> None:
         """Note the name and metadata written for each row's session: metadata as its JSON, a snapshot that tells
-        True from 1 (Python's == does not) and that a nested value changed in place since cannot alter."""
+        True from 1 (Python's == does not) and that a nested value changed in place since cannot alter. A value
+        `heard` of is noted only as "the row has one" (`_HEARD`), for the row may have held another already."""
         known = self._known
         if len(known) > _KNOWN_LIMIT:
             known.clear()
         for row in rows:
             uid, name, meta = row[0], row[4], row[5]
             old_name, old_meta = known.get(uid, (None, None))
-            known[uid] = (name if name is not None else old_name, to_json(meta) if meta is not None else old_meta)
+            if heard:
+                known[uid] = (
+                    old_name if old_name is not None or name is None else _HEARD,
+                    old_meta if old_meta is not None or meta is None else _HEARD,
+                )
+            else:
+                known[uid] = (name if name is not None else old_name, to_json(meta) if meta is not None else old_meta)
 
     # -- the SessionStorage protocol ---------------------------------------------------------------------
     def add_trace(self, session_uid_chain: Sequence[str], session_name: str, trace: Trace) -> None:
@@ -465,17 +485,25 @@ class SqlSessionStorage:
                 trace_rows.append(
                     (trace.trace_id, seq + offset, innermost, text(trace.session_name), timestamp, encode_trace(trace))
                 )
-            sessions = self._session_rows(chain, session_name, now=now)
+            sessions, heard = self._session_rows(chain, session_name, now=now)
             session_rows = [
                 (*row[:4], text(row[4]), None if row[5] is None else column_json(row[5], postgresql=pg), *row[6:])
                 for row in sessions
             ]
+            heard_rows = [
+                (*row[:4], text(row[4]), None if row[5] is None else column_json(row[5], postgresql=pg), *row[6:])
+                for row in heard
+            ]
             self._run_raw(
                 "add_traces" if len(batch) > 1 else "add_trace",
-                functools.partial(_write_traces, chain=chain, trace_rows=trace_rows, session_rows=session_rows),
+                functools.partial(
+                    _write_traces, chain=chain, trace_rows=trace_rows, session_rows=session_rows, heard_rows=heard_rows
+                ),
                 write=True,
             )
             self._remember(sessions)
+            if heard:
+                self._remember(heard, heard=True)
 
     def get_traces(self, session_uid: str, session_name: str | None = None) -> list[Trace]:
         """Traces recorded in session `session_uid` or any descendant, oldest first (ties: order added)."""
@@ -541,7 +569,7 @@ class SqlSessionStorage:
         valid = validate_context(context)
         chain = valid["uid_chain"]
         now = time.time()
-        ancestors = self._session_rows(chain[:-1], None, now=now) if len(chain) > 1 else []
+        ancestors, heard = self._session_rows(chain[:-1], None, now=now) if len(chain) > 1 else ([], [])
         row = {
             "uid": chain[-1],
             "parent_uid": chain[-2] if len(chain) > 1 else None,
@@ -552,25 +580,33 @@ class SqlSessionStorage:
             "context": to_json(valid),
             "created_at": now,
         }
-        upsert_ancestor, save = session_upserts(self._tables, self._parsed.dialect)
+        upsert_ancestor, fill_ancestor, save = session_upserts(self._tables, self._parsed.dialect)
 
         pg = not self._sqlite
-        ancestor_rows = [  # as add_traces writes them: text and strict JSON the database can hold
-            {
-                **dict(zip(SESSION_COLUMNS, r)),
-                "name": self._text(r[4]),
-                "metadata": None if r[5] is None else json.loads(column_json(r[5], postgresql=pg)),
-            }
-            for r in ancestors
-        ]
+
+        def params(rows: list[tuple[Any, ...]]) -> list[dict[str, Any]]:
+            return [  # as add_traces writes them: text and strict JSON the database can hold
+                {
+                    **dict(zip(SESSION_COLUMNS, r)),
+                    "name": self._text(r[4]),
+                    "metadata": None if r[5] is None else json.loads(column_json(r[5], postgresql=pg)),
+                }
+                for r in rows
+            ]
+
+        ancestor_rows, heard_rows = params(ancestors), params(heard)
 
         def op(conn: Connection) -> None:
             if ancestor_rows:
                 conn.execute(upsert_ancestor, ancestor_rows)
+            if heard_rows:
+                conn.execute(fill_ancestor, heard_rows)
             conn.execute(save, row)
 
         self._run("save_context", op, write=True)
         self._remember([*ancestors, tuple(row[n] for n in SESSION_COLUMNS)])
+        if heard:
+            self._remember(heard, heard=True)
 
     def load_context(self, session_uid: str) -> dict[str, Any] | None:
         """The context saved for `session_uid`, else one rebuilt from its row; None if the session is unknown."""
@@ -846,10 +882,14 @@ def _write_traces(
     chain: list[str],
     trace_rows: list[tuple[Any, ...]],
     session_rows: list[tuple[Any, ...]],
+    heard_rows: list[tuple[Any, ...]],
 ) -> None:
-    """One add: session rows, trace rows, then the junction rows for every uid of the chain."""
+    """One add: session rows (first-hand, then hearsay), trace rows, then the junction rows for every uid of the
+    chain."""
     if session_rows:
         cursor.executemany(hot.upsert_session.sql, hot.upsert_session.params(session_rows))
+    if heard_rows:
+        cursor.executemany(hot.fill_session.sql, hot.fill_session.params(heard_rows))
     bulk = hot.bulk
     if bulk is not None and len(trace_rows) >= _COPY_MIN and hasattr(cursor, "copy"):  # PostgreSQL via psycopg 3
         cursor.execute(bulk.create)
@@ -886,7 +926,8 @@ def _record(row: Any) -> SessionRecord:
 
 
 def _active_session_info(chain: Sequence[str]) -> dict[str, SessionInfo]:
-    """Name and merged metadata of the chain's sessions active here (and of a restored session's parent)."""
+    """Name and merged metadata of the chain's sessions active here (first-hand), and of a restored session's
+    parent (hearsay: as its context was sent) unless that parent is active here too."""
     active = get_active_sessions()
     if not active:
         return {}
@@ -896,11 +937,11 @@ def _active_session_info(chain: Sequence[str]) -> dict[str, SessionInfo]:
         uid = session.uid
         if uid in wanted:
             merged = getattr(session, "merged_metadata", None)
-            found[uid] = (session.name, merged() if callable(merged) else dict(session.metadata))
+            found[uid] = (session.name, merged() if callable(merged) else dict(session.metadata), True)
         # A session restored from a context (another thread or process) knows its parent's name and metadata.
         ctx = getattr(session, "origin_context", None)
         if isinstance(ctx, dict) and ctx.get("uid_chain"):
             parent = ctx["uid_chain"][-1]
             if parent in wanted and parent not in found:
-                found[parent] = (ctx.get("name"), ctx.get("metadata"))
+                found[parent] = (ctx.get("name"), ctx.get("metadata"), False)
     return found
