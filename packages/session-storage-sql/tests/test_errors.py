@@ -186,3 +186,56 @@ def test_retry_policy_validates() -> None:
         RetryPolicy(initial_delay=-1)
     policy = RetryPolicy(initial_delay=0.1, max_delay=0.4)
     assert all(0.05 <= policy.delay(n) <= 0.6 for n in range(1, 10))
+
+
+@pytest.mark.parametrize(
+    ("uid", "shown"),
+    [
+        ("u" * 100, "'uuuuuuuuuuuuuuuuuuuuuuuu'... (100 characters)"),
+        ("u" * 65, "(65 characters)"),
+        ("", "''"),
+        ("a\x00b", r"'a\x00b'"),
+        ("a\udc80b", r"'a\udc80b'"),
+        ("has space", "'has space'"),
+        (7, "7 (of type int, not str)"),
+        (None, "None (of type NoneType, not str)"),
+        (["nested"], "['nested'] (of type list, not str)"),
+    ],
+)
+def test_a_uid_that_is_no_session_uid_is_refused_alike_on_every_database(
+    storage: SqlSessionStorage, uid: object, shown: str
+) -> None:
+    """The uid columns hold 64 characters: PostgreSQL refused a longer uid with a database error (a StorageError
+    naming StringDataRightTruncation) while SQLite stored it; NUL, a lone surrogate or an int differed too. Every
+    uid is now checked against session_core's rule before the database is touched, the same on both."""
+    from session_storage_sql import InvalidSessionUid
+
+    for add in (
+        lambda: storage.add_trace(["root", uid], "n", Trace(name="refused")),  # type: ignore[list-item]
+        lambda: storage.add_traces([uid], "n", [Trace(name="refused")] * 3),  # type: ignore[list-item]
+    ):
+        with pytest.raises(InvalidSessionUid) as info:
+            add()
+        assert isinstance(info.value, ValueError) and isinstance(info.value, StorageError)
+        assert shown in str(info.value) and "1-64 characters of [0-9A-Za-z_-]" in str(info.value)
+    assert len(storage) == 0 and storage.get_session("root") is None  # nothing stored, not even the root's row
+    storage.add_trace(["root", "u" * 64], "n", Trace(name="the longest uid"))  # the rule's edge is stored
+    assert [t.name for t in storage.get_traces("u" * 64)] == ["the longest uid"]
+
+
+@pytest.mark.parametrize("uid", ["u" * 100, "a\x00b", "a\udc80b", "", "not.a-uid"])
+def test_looking_up_a_uid_that_cannot_be_stored_finds_nothing(storage: SqlSessionStorage, uid: str) -> None:
+    storage.add_trace(["root"], "n", Trace(name="t"))
+    assert storage.get_traces(uid) == [] and storage.get_traces(uid, "n") == []
+    assert storage.get_session(uid) is None and storage.session_tree(uid) is None
+    assert storage.load_context(uid) is None
+    storage.clear(uid)
+    assert len(storage) == 1
+    with pytest.raises(TypeError, match="a session uid is a str, got int"):
+        storage.get_traces(7)  # type: ignore[arg-type]
+
+
+def test_a_chain_given_as_one_str_is_refused(storage: SqlSessionStorage) -> None:
+    with pytest.raises(TypeError, match="must be a list of uids"):
+        storage.add_trace("root", "n", Trace(name="t"))  # was stored under the uids 'r', 'o' and 't'
+    assert len(storage) == 0

@@ -25,6 +25,7 @@ from sqlalchemy.pool import StaticPool
 from sqlalchemy.sql.elements import ColumnElement
 
 from session_core import StorageError, Trace, get_active_sessions, make_context, validate_context
+from session_core.context import UID_RE
 from session_storage_sql.codec import (
     column_json,
     decode_traces,
@@ -41,7 +42,7 @@ from session_storage_sql.engine import (
     prepare_sqlite,
     require_driver,
 )
-from session_storage_sql.errors import SchemaVersionError
+from session_storage_sql.errors import InvalidSessionUid, SchemaVersionError
 from session_storage_sql.records import SessionNode, SessionRecord
 from session_storage_sql.retry import ConnectionLost, RetryPolicy, describe, is_connection_error, is_transient
 from session_storage_sql.schema import build_tables, ensure_schema
@@ -69,6 +70,7 @@ _NO_INFO: SessionInfo = (None, None, True)
 # filled in a value heard of (the row holds one, perhaps another), None where it wrote nothing.
 KnownSession = tuple[object, object]
 _HEARD = object()
+_UID_MATCH = UID_RE.fullmatch
 
 _live: weakref.WeakSet[SqlSessionStorage] = weakref.WeakSet()
 _seq_lock = threading.Lock()
@@ -410,6 +412,8 @@ class SqlSessionStorage:
         for i, uid in enumerate(chain):
             name, meta, own = info.get(uid, _NO_INFO)
             seen = known.get(uid)
+            if seen is None and (type(uid) is not str or _UID_MATCH(uid) is None):  # checked once per process
+                raise InvalidSessionUid(uid)
             if i == last and innermost_name is not None:
                 if not own:  # the caller names it first-hand; its metadata is hearsay
                     if meta is not None and (seen is None or seen[1] is None):
@@ -453,8 +457,17 @@ class SqlSessionStorage:
         self.add_traces(session_uid_chain, session_name, (trace,))
 
     def add_traces(self, session_uid_chain: Sequence[str], session_name: str, traces: Iterable[Trace]) -> None:
-        """Store many traces of one session at once (a transaction per 5,000 traces); idempotent by trace_id."""
-        chain = list(dict.fromkeys(session_uid_chain))
+        """Store many traces of one session at once (a transaction per 5,000 traces); idempotent by trace_id.
+
+        Raises `InvalidSessionUid` (a `ValueError`), storing nothing, for a uid that is not 1-64 characters of
+        ``[0-9A-Za-z_-]`` (session_core's rule, what sessions make).
+        """
+        if isinstance(session_uid_chain, str):
+            raise TypeError(f"session_uid_chain must be a list of uids (root first), not the str {session_uid_chain!r}")
+        try:
+            chain = list(dict.fromkeys(session_uid_chain))
+        except TypeError:  # an unhashable uid (a list, a dict)
+            raise InvalidSessionUid(next(u for u in session_uid_chain if not isinstance(u, str))) from None
         if not chain:
             raise ValueError("session_uid_chain must hold at least one session uid")
         batch = traces if isinstance(traces, (list, tuple)) else list(traces)
@@ -465,6 +478,7 @@ class SqlSessionStorage:
         text, pg = self._text, not self._sqlite
         for start in range(0, len(batch), _BULK_CHUNK):
             chunk = batch[start : start + _BULK_CHUNK]
+            sessions, heard = self._session_rows(chain, session_name, now=now)  # checks each new uid first
             seq = _next_seqs(len(chunk))
             trace_rows = []
             for offset, trace in enumerate(chunk):
@@ -485,7 +499,6 @@ class SqlSessionStorage:
                 trace_rows.append(
                     (trace.trace_id, seq + offset, innermost, text(trace.session_name), timestamp, encode_trace(trace))
                 )
-            sessions, heard = self._session_rows(chain, session_name, now=now)
             session_rows = [
                 (*row[:4], text(row[4]), None if row[5] is None else column_json(row[5], postgresql=pg), *row[6:])
                 for row in sessions
@@ -507,6 +520,8 @@ class SqlSessionStorage:
 
     def get_traces(self, session_uid: str, session_name: str | None = None) -> list[Trace]:
         """Traces recorded in session `session_uid` or any descendant, oldest first (ties: order added)."""
+        if not _findable(session_uid):
+            return []
 
         def op(cursor: Any, hot: HotStatements) -> list[Any]:
             if session_name is None:
@@ -521,6 +536,8 @@ class SqlSessionStorage:
 
     def clear(self, session_uid: str, session_name: str | None = None) -> None:
         """Delete the traces visible from `session_uid` (optionally only `session_name`'s) from every session."""
+        if not _findable(session_uid):
+            return
         t, j = self._tables.traces, self._tables.trace_sessions
         query = select(t.c.trace_id, t.c.session_uid, t.c.timestamp, t.c.seq).join_from(j, t, self._tables.linked())
         query = query.where(j.c.session_uid == session_uid)
@@ -610,6 +627,8 @@ class SqlSessionStorage:
 
     def load_context(self, session_uid: str) -> dict[str, Any] | None:
         """The context saved for `session_uid`, else one rebuilt from its row; None if the session is unknown."""
+        if not _findable(session_uid):
+            return None
         s = self._tables.sessions
 
         def op(conn: Connection) -> dict[str, Any] | None:
@@ -628,6 +647,8 @@ class SqlSessionStorage:
     # -- queries -----------------------------------------------------------------------------------------
     def get_session(self, uid: str) -> SessionRecord | None:
         """The stored session `uid`, or None."""
+        if not _findable(uid):
+            return None
         s = self._tables.sessions
         query = select(*_record_columns(s)).where(s.c.uid == uid)
         row = self._run("get_session", lambda conn: conn.execute(query).one_or_none(), write=False)
@@ -740,6 +761,8 @@ class SqlSessionStorage:
 
     def session_tree(self, uid: str) -> SessionNode | None:
         """Session `uid` and all its descendants as nested `SessionNode`s with trace counts; None if unknown."""
+        if not _findable(uid):
+            return None
         s, t, j = self._tables.sessions, self._tables.traces, self._tables.trace_sessions
         seed = select(s.c.uid).where(s.c.uid == uid).cte("subtree", recursive=True)
         subtree = seed.union(select(s.c.uid).join_from(s, seed, s.c.parent_uid == seed.c.uid))
@@ -907,6 +930,18 @@ def _write_traces(
     else:  # some were stored before: link with their stored timestamp and seq, never twice
         copies = [(uid, row[0]) for row in trace_rows for uid in chain]
         cursor.executemany(hot.link_copy.sql, hot.link_copy.params(copies))
+
+
+def _findable(uid: object) -> bool:
+    """Whether a session `uid` to look up may be in the database. Any str a database can take as a parameter is
+    looked for (a database written before uids were checked may hold ones outside session_core's rule); one with
+    NUL or a lone surrogate finds nothing, as an unknown uid does, rather than raising a database error. A uid
+    that is not a str raises `TypeError`."""
+    if type(uid) is str and _UID_MATCH(uid) is not None:
+        return True
+    if not isinstance(uid, str):
+        raise TypeError(f"a session uid is a str, got {type(uid).__name__}")
+    return "\x00" not in uid and storable_text(uid, postgresql=False) == uid
 
 
 def _record_columns(s: Any) -> tuple[Any, ...]:
