@@ -239,3 +239,34 @@ def test_a_chain_given_as_one_str_is_refused(storage: SqlSessionStorage) -> None
     with pytest.raises(TypeError, match="must be a list of uids"):
         storage.add_trace("root", "n", Trace(name="t"))  # was stored under the uids 'r', 'o' and 't'
     assert len(storage) == 0
+
+
+@pytest.mark.parametrize("seconds", [-1, -0.001, float("nan"), float("inf"), -float("inf"), 2_147_484, 1e10])
+def test_busy_timeout_out_of_range_is_refused_at_construction(tmp_path: Path, seconds: float) -> None:
+    """A negative busy_timeout was made 0 (no wait for a lock at all), one past SQLite's C int of milliseconds
+    wrapped around to 0 too, and NaN or an infinity failed at the first write with a bare ValueError /
+    OverflowError from int(); all now fail where they are given, saying what is accepted."""
+    for make in (
+        lambda: SqliteSessionStorage(tmp_path / "b.db", busy_timeout=seconds),
+        lambda: SqlSessionStorage(f"sqlite:///{tmp_path / 'b.db'}", busy_timeout=seconds),
+        lambda: SqlSessionStorage("postgresql://u@127.0.0.1:9/never-opened", busy_timeout=seconds),
+    ):
+        with pytest.raises(ValueError, match=r"busy_timeout must be from 0 to 2,147,483\.647 seconds") as info:
+            make()
+        assert repr(seconds) in str(info.value)
+    assert not (tmp_path / "b.db").exists()
+
+
+@pytest.mark.parametrize("value", [True, "5", None, b"5"])
+def test_busy_timeout_that_is_no_number_is_refused_at_construction(tmp_path: Path, value: object) -> None:
+    with pytest.raises(TypeError, match=f"busy_timeout must be a number of seconds .*got {type(value).__name__}"):
+        SqliteSessionStorage(tmp_path / "b.db", busy_timeout=value)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("seconds", [0, 0.25, 7, 2_147_483.647])
+def test_busy_timeout_in_range_reaches_the_connection(tmp_path: Path, seconds: float) -> None:
+    storage = SqliteSessionStorage(tmp_path / "b.db", busy_timeout=seconds)
+    storage.add_trace(["r"], "n", Trace(name="t"))
+    with storage.engine.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar_one() == int(seconds * 1000)
+    storage.close()

@@ -8,6 +8,8 @@ import datetime
 import functools
 import json
 import logging
+import math
+import numbers
 import os
 import pickle
 import sqlite3
@@ -61,6 +63,7 @@ _KNOWN_LIMIT = 100_000  # session rows this process remembers having written
 _MAX_DEPTH = 64  # session_core's limit on chain depth: walking up parent links stops here even on bad data
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1  # the integers SQLite takes as parameters
 _BUSY_TIMEOUT = 5.0  # the constructors' default busy_timeout (a pickled copy carries another one)
+_BUSY_TIMEOUT_MAX = (2**31 - 1) / 1000  # SQLite takes the busy timeout as a C int of milliseconds (24.8 days)
 
 # Name, merged metadata, and whether the session is active here (its own view) or known by hearsay (the parent a
 # context was restored from, as that context was sent).
@@ -151,6 +154,20 @@ def _timestamp(value: float | datetime.datetime | None, what: str) -> float | No
     )
 
 
+def _checked_busy_timeout(value: object) -> float:
+    """`busy_timeout` as seconds, refused unless a number from 0 to SQLite's limit: a negative one meant no wait at
+    all, a larger one wrapped around to none, and NaN or an infinity failed at the first connection."""
+    if not isinstance(value, numbers.Real) or isinstance(value, bool):
+        raise TypeError(f"busy_timeout must be a number of seconds (int or float), got {type(value).__name__}")
+    seconds = float(value)
+    if not (math.isfinite(seconds) and 0 <= seconds <= _BUSY_TIMEOUT_MAX):
+        raise ValueError(
+            f"busy_timeout must be from 0 to {_BUSY_TIMEOUT_MAX:,.3f} seconds (how long a SQLite connection waits for "
+            f"another's write lock before retrying; SQLite takes it in milliseconds as a C int), got {value!r}"
+        )
+    return seconds
+
+
 def _sqlite_comparable(text: str) -> bool:
     """Whether SQLite can compare `text` with a JSON string: json_extract ends a string at NUL, and a lone
     surrogate cannot be a parameter (no UTF-8 encoding exists). Such values are compared in Python."""
@@ -174,7 +191,9 @@ class SqlSessionStorage:
     `url` defaults to ``$SESSION_STORAGE_URL``, else ``sessions.db`` in the working directory; or pass an
     `engine` you configured yourself. Every write is one transaction, idempotent by ``trace_id``, retried on
     transient errors (a locked SQLite file, a dropped PostgreSQL connection) per `retry`; the caller sees a
-    `session_core.StorageError` naming the cause only when the retries are exhausted.
+    `session_core.StorageError` naming the cause only when the retries are exhausted. `busy_timeout`: seconds a
+    SQLite connection waits for another's write lock before a retry, from 0 to 2,147,483.647 (`ValueError`
+    outside, `TypeError` for anything but a number).
     """
 
     def __init__(
@@ -193,7 +212,7 @@ class SqlSessionStorage:
         self._url = parsed.public
         self._sqlite = parsed.dialect == "sqlite"
         self._text = functools.partial(storable_text, postgresql=not self._sqlite)
-        self._busy_timeout = float(busy_timeout)
+        self._busy_timeout = _checked_busy_timeout(busy_timeout)
         self._retry = retry if retry is not None else RetryPolicy()
         self._own_engine = engine is None
         self._engine: Engine | None = engine
