@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import sqlite3
 import threading
@@ -238,6 +239,10 @@ def test_looking_up_a_uid_that_cannot_be_stored_finds_nothing(storage: SqlSessio
 def test_a_chain_given_as_one_str_is_refused(storage: SqlSessionStorage) -> None:
     with pytest.raises(TypeError, match="must be a list of uids"):
         storage.add_trace("root", "n", Trace(name="t"))  # was stored under the uids 'r', 'o' and 't'
+    with pytest.raises(TypeError, match="must be a list of uids"):
+        asyncio.run(storage.async_add_trace("root", "n", Trace(name="t")))  # it copied the str into its letters
+    with pytest.raises(TypeError, match="must be a list of uids"):
+        asyncio.run(storage.async_add_traces("root", "n", [Trace(name="t")]))
     assert len(storage) == 0
 
 

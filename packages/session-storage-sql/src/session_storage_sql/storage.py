@@ -587,13 +587,13 @@ class SqlSessionStorage:
     # -- async -------------------------------------------------------------------------------------------
     async def async_add_trace(self, session_uid_chain: Sequence[str], session_name: str, trace: Trace) -> None:
         """`add_trace` in a worker thread, so the event loop never waits on the database."""
-        await asyncio.to_thread(self.add_trace, list(session_uid_chain), session_name, trace)
+        await asyncio.to_thread(self.add_trace, _chain_copy(session_uid_chain), session_name, trace)
 
     async def async_add_traces(
         self, session_uid_chain: Sequence[str], session_name: str, traces: Iterable[Trace]
     ) -> None:
         """`add_traces` in a worker thread."""
-        await asyncio.to_thread(self.add_traces, list(session_uid_chain), session_name, list(traces))
+        await asyncio.to_thread(self.add_traces, _chain_copy(session_uid_chain), session_name, list(traces))
 
     async def async_get_traces(self, session_uid: str, session_name: str | None = None) -> list[Trace]:
         """`get_traces` in a worker thread."""
@@ -949,6 +949,11 @@ def _write_traces(
     else:  # some were stored before: link with their stored timestamp and seq, never twice
         copies = [(uid, row[0]) for row in trace_rows for uid in chain]
         cursor.executemany(hot.link_copy.sql, hot.link_copy.params(copies))
+
+
+def _chain_copy(chain: Sequence[str]) -> Sequence[str]:
+    """A chain to hand to a worker thread: a copy, but a str as it is (so `add_traces` refuses it, not its letters)."""
+    return chain if isinstance(chain, str) else list(chain)
 
 
 def _findable(uid: object) -> bool:
