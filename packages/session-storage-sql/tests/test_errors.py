@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import sqlite3
 import threading
@@ -186,3 +187,91 @@ def test_retry_policy_validates() -> None:
         RetryPolicy(initial_delay=-1)
     policy = RetryPolicy(initial_delay=0.1, max_delay=0.4)
     assert all(0.05 <= policy.delay(n) <= 0.6 for n in range(1, 10))
+
+
+@pytest.mark.parametrize(
+    ("uid", "shown"),
+    [
+        ("u" * 100, "'uuuuuuuuuuuuuuuuuuuuuuuu'... (100 characters)"),
+        ("u" * 65, "(65 characters)"),
+        ("", "''"),
+        ("a\x00b", r"'a\x00b'"),
+        ("a\udc80b", r"'a\udc80b'"),
+        ("has space", "'has space'"),
+        (7, "7 (of type int, not str)"),
+        (None, "None (of type NoneType, not str)"),
+        (["nested"], "['nested'] (of type list, not str)"),
+    ],
+)
+def test_a_uid_that_is_no_session_uid_is_refused_alike_on_every_database(
+    storage: SqlSessionStorage, uid: object, shown: str
+) -> None:
+    """The uid columns hold 64 characters: PostgreSQL refused a longer uid with a database error (a StorageError
+    naming StringDataRightTruncation) while SQLite stored it; NUL, a lone surrogate or an int differed too. Every
+    uid is now checked against session_core's rule before the database is touched, the same on both."""
+    from session_storage_sql import InvalidSessionUid
+
+    for add in (
+        lambda: storage.add_trace(["root", uid], "n", Trace(name="refused")),  # type: ignore[list-item]
+        lambda: storage.add_traces([uid], "n", [Trace(name="refused")] * 3),  # type: ignore[list-item]
+    ):
+        with pytest.raises(InvalidSessionUid) as info:
+            add()
+        assert isinstance(info.value, ValueError) and isinstance(info.value, StorageError)
+        assert shown in str(info.value) and "1-64 characters of [0-9A-Za-z_-]" in str(info.value)
+    assert len(storage) == 0 and storage.get_session("root") is None  # nothing stored, not even the root's row
+    storage.add_trace(["root", "u" * 64], "n", Trace(name="the longest uid"))  # the rule's edge is stored
+    assert [t.name for t in storage.get_traces("u" * 64)] == ["the longest uid"]
+
+
+@pytest.mark.parametrize("uid", ["u" * 100, "a\x00b", "a\udc80b", "", "not.a-uid"])
+def test_looking_up_a_uid_that_cannot_be_stored_finds_nothing(storage: SqlSessionStorage, uid: str) -> None:
+    storage.add_trace(["root"], "n", Trace(name="t"))
+    assert storage.get_traces(uid) == [] and storage.get_traces(uid, "n") == []
+    assert storage.get_session(uid) is None and storage.session_tree(uid) is None
+    assert storage.load_context(uid) is None
+    storage.clear(uid)
+    assert len(storage) == 1
+    with pytest.raises(TypeError, match="a session uid is a str, got int"):
+        storage.get_traces(7)  # type: ignore[arg-type]
+
+
+def test_a_chain_given_as_one_str_is_refused(storage: SqlSessionStorage) -> None:
+    with pytest.raises(TypeError, match="must be a list of uids"):
+        storage.add_trace("root", "n", Trace(name="t"))  # was stored under the uids 'r', 'o' and 't'
+    with pytest.raises(TypeError, match="must be a list of uids"):
+        asyncio.run(storage.async_add_trace("root", "n", Trace(name="t")))  # it copied the str into its letters
+    with pytest.raises(TypeError, match="must be a list of uids"):
+        asyncio.run(storage.async_add_traces("root", "n", [Trace(name="t")]))
+    assert len(storage) == 0
+
+
+@pytest.mark.parametrize("seconds", [-1, -0.001, float("nan"), float("inf"), -float("inf"), 2_147_484, 1e10])
+def test_busy_timeout_out_of_range_is_refused_at_construction(tmp_path: Path, seconds: float) -> None:
+    """A negative busy_timeout was made 0 (no wait for a lock at all), one past SQLite's C int of milliseconds
+    wrapped around to 0 too, and NaN or an infinity failed at the first write with a bare ValueError /
+    OverflowError from int(); all now fail where they are given, saying what is accepted."""
+    for make in (
+        lambda: SqliteSessionStorage(tmp_path / "b.db", busy_timeout=seconds),
+        lambda: SqlSessionStorage(f"sqlite:///{tmp_path / 'b.db'}", busy_timeout=seconds),
+        lambda: SqlSessionStorage("postgresql://u@127.0.0.1:9/never-opened", busy_timeout=seconds),
+    ):
+        with pytest.raises(ValueError, match=r"busy_timeout must be from 0 to 2,147,483\.647 seconds") as info:
+            make()
+        assert repr(seconds) in str(info.value)
+    assert not (tmp_path / "b.db").exists()
+
+
+@pytest.mark.parametrize("value", [True, "5", None, b"5"])
+def test_busy_timeout_that_is_no_number_is_refused_at_construction(tmp_path: Path, value: object) -> None:
+    with pytest.raises(TypeError, match=f"busy_timeout must be a number of seconds .*got {type(value).__name__}"):
+        SqliteSessionStorage(tmp_path / "b.db", busy_timeout=value)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("seconds", [0, 0.25, 7, 2_147_483.647])
+def test_busy_timeout_in_range_reaches_the_connection(tmp_path: Path, seconds: float) -> None:
+    storage = SqliteSessionStorage(tmp_path / "b.db", busy_timeout=seconds)
+    storage.add_trace(["r"], "n", Trace(name="t"))
+    with storage.engine.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar_one() == int(seconds * 1000)
+    storage.close()

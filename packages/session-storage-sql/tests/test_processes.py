@@ -192,6 +192,31 @@ def test_bind_session_continues_in_a_process_pool(method: str, tmp_path: Path) -
     assert child.metadata == {"experiment": "e1"}
 
 
+def test_a_worker_process_with_an_older_context_leaves_its_parents_row_as_the_parent_wrote_it(
+    storage_url: str,
+) -> None:
+    """The context a worker process gets is a snapshot of its parent; the parent's row keeps what the parent's own
+    process wrote since (the worker's snapshot used to overwrite it, for good: the parent never rewrites a row it
+    wrote)."""
+    storage = SqlSessionStorage(storage_url)
+    try:
+        with ContextVarSession("parent", storage=storage, step=1) as parent:
+            record_trace(name="step 1")
+            call = bind_session(sql_workers.record_call)  # the context as it is now: step 1
+            parent.metadata["step"] = 2
+            record_trace(name="step 2")
+            with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+                result = pool.submit(call, 0).result(timeout=120)
+            record_trace(name="step 2 again")
+        assert result["pid"] != os.getpid() and result["metadata"] == {"step": 1}
+        record = storage.get_session(parent.uid)
+        assert (record.name, record.metadata) == ("parent", {"step": 2})
+        assert storage.get_session(result["uids"][1]).metadata == {"step": 1}
+        assert sorted(t.name for t in parent.llm_calls) == ["call-0", "step 1", "step 2", "step 2 again"]
+    finally:
+        storage.close()
+
+
 def test_postgresql_session_continues_in_spawned_processes(postgres_url: str) -> None:
     storage = SqlSessionStorage(postgres_url)
     try:

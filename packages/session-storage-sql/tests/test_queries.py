@@ -51,6 +51,65 @@ def test_an_ancestor_known_only_by_uid_has_no_name(storage: Any) -> None:
     assert storage.get_session("mid").parent_uid == "far-root"
 
 
+def test_a_context_restored_later_never_turns_its_parents_row_back(storage_url: str) -> None:
+    """A restored session writes its parent's row from the context it came from: a snapshot. The parent's own
+    process wrote newer metadata since, and that stays (the snapshot used to overwrite it, and the owner's storage,
+    which remembers having written the row, never wrote it again)."""
+    from session_storage_sql import SqlSessionStorage
+
+    owner, worker = SqlSessionStorage(storage_url), SqlSessionStorage(storage_url)  # two processes' storages
+    try:
+        with ContextVarSession("parent", storage=owner, step=1) as parent:
+            record_trace(name="step 1")
+            ctx = parent.to_context()
+            parent.metadata["step"] = 2
+            record_trace(name="step 2")
+        assert owner.get_session(parent.uid).metadata == {"step": 2}
+        with ContextVarSession.from_context(ctx, storage=worker) as child:
+            with ContextVarSession("grandchild") as grandchild:
+                worker.save_context(grandchild.to_context())  # writes its ancestors' rows too
+            record_trace(name="in the worker")
+        with ContextVarSession.from_context(ctx, storage=owner) as child2:  # restored in the owner's process
+            record_trace(name="in the owner's process")
+        for store in (owner, worker):
+            record = store.get_session(parent.uid)
+            assert (record.name, record.metadata) == ("parent", {"step": 2})
+            assert store.get_session(child.uid).metadata == {"step": 1}  # the child's own view: what it inherited
+        assert {t.name for t in owner.get_traces(parent.uid)} == {
+            "step 1",
+            "step 2",
+            "in the worker",
+            "in the owner's process",
+        }
+        assert owner.get_session(child2.uid).parent_uid == parent.uid
+        with parent:  # the parent's own process still writes every change of its own
+            parent.metadata["step"] = 3
+            record_trace(name="step 3")
+        assert worker.get_session(parent.uid).metadata == {"step": 3}
+    finally:
+        owner.close()
+        worker.close()
+
+
+def test_a_restored_context_still_names_a_parent_nobody_wrote(storage: Any) -> None:
+    """The snapshot a context carries fills in the parent's row where nothing better is known: a parent that never
+    recorded a trace, or whose row so far holds only its uid."""
+    with ContextVarSession("quiet-parent", storage=storage, step=1) as parent:
+        ctx = parent.to_context()
+    with ContextVarSession.from_context(ctx, storage=storage):
+        record_trace(name="only the child records")
+    record = storage.get_session(parent.uid)
+    assert (record.name, record.metadata) == ("quiet-parent", {"step": 1})
+
+    storage.add_trace(["linked-only", "x"], "x", Trace(name="writes linked-only as a bare uid"))
+    assert storage.get_session("linked-only").name is None
+    ctx = {"name": "named-later", "uid_chain": ["linked-only"], "metadata": {"k": "v"}}
+    with ContextVarSession.from_context(ctx, storage=storage):
+        record_trace(name="t")
+    record = storage.get_session("linked-only")
+    assert (record.name, record.metadata) == ("named-later", {"k": "v"})
+
+
 def test_list_sessions_filters(storage: Any) -> None:
     made: dict[str, Any] = {}
     with ContextVarSession("rollout", storage=storage, env="prod", step=1, flags={"a": [1, 2]}) as a:

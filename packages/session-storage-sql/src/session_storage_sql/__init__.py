@@ -9,7 +9,7 @@ PostgreSQL needs the ``postgres`` extra (psycopg 3).
 from __future__ import annotations
 
 from session_storage_sql._version import __version__
-from session_storage_sql.errors import InvalidStorageURL, SchemaVersionError
+from session_storage_sql.errors import InvalidSessionUid, InvalidStorageURL, SchemaVersionError
 from session_storage_sql.records import SessionNode, SessionRecord
 from session_storage_sql.retry import RetryPolicy
 from session_storage_sql.schema import SCHEMA_VERSION
@@ -23,6 +23,7 @@ __all__ = [
     "SessionNode",
     "RetryPolicy",
     "SCHEMA_VERSION",
+    "InvalidSessionUid",
     "InvalidStorageURL",
     "SchemaVersionError",
     "STORAGE_URL_ENV",

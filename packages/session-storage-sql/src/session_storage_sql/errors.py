@@ -4,7 +4,26 @@ from __future__ import annotations
 
 from session_core import StorageError
 
-__all__ = ["InvalidStorageURL", "SchemaVersionError"]
+__all__ = ["InvalidSessionUid", "InvalidStorageURL", "SchemaVersionError"]
+
+_SHOWN = 24  # characters of a bad uid a message shows
+
+
+class InvalidSessionUid(StorageError, ValueError):
+    """A session uid given to `add_trace` / `add_traces` is not one: session_core's rule is 1-64 characters of
+    ``[0-9A-Za-z_-]`` (what sessions make and contexts carry, and what every database's uid columns hold)."""
+
+    def __init__(self, uid: object) -> None:
+        self.uid = uid
+        if isinstance(uid, str):
+            shown = repr(uid[:_SHOWN]) + (f"... ({len(uid)} characters)" if len(uid) > _SHOWN else "")
+        else:
+            text = repr(uid)
+            shown = f"{text[:_SHOWN]}{'...' if len(text) > _SHOWN else ''} (of type {type(uid).__name__}, not str)"
+        super().__init__(
+            f"session uid {shown} is not a session uid: a uid is 1-64 characters of [0-9A-Za-z_-] "
+            "(session_core.context.UID_RE), as sessions make them; nothing was stored"
+        )
 
 
 class InvalidStorageURL(StorageError, ValueError):

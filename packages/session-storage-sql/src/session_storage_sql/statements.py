@@ -85,7 +85,8 @@ class HotStatements:
     insert_trace: Prepared
     link_values: Prepared
     link_copy: Prepared
-    upsert_session: Prepared
+    upsert_session: Prepared  # a row as the session's own process knows it
+    fill_session: Prepared  # a row known by hearsay: name and metadata only where the row has none
     select_traces: Prepared
     select_traces_named: Prepared
     bulk: BulkStatements | None  # PostgreSQL only
@@ -96,9 +97,11 @@ LINK_COLUMNS = ("session_uid", "timestamp", "seq", "trace_id")
 SESSION_COLUMNS = ("uid", "parent_uid", "root_uid", "depth", "name", "metadata", "context", "created_at")
 
 
-def session_upserts(tables: Tables, dialect: str) -> tuple[Insert, Insert]:
-    """Upserts of a session row: one that fills in name and metadata when given (never blanks them), and
-    one that replaces name, metadata and the saved context (`save_context`)."""
+def session_upserts(tables: Tables, dialect: str) -> tuple[Insert, Insert, Insert]:
+    """Upserts of a session row: one that sets name and metadata when given (never blanks them), for what the
+    session's own process writes; one that fills them in only where the row has none, for what a process knows
+    only by hearsay (the parent a context was restored from: a snapshot, older than what its owner may have
+    written since); and one that replaces name, metadata and the saved context (`save_context`)."""
     insert = sqlite_dialect.insert if dialect == "sqlite" else pg_dialect.insert
     s = tables.sessions
     upsert = insert(s)
@@ -111,11 +114,20 @@ def session_upserts(tables: Tables, dialect: str) -> tuple[Insert, Insert]:
         },
         where=excluded.name.is_not(None) | excluded.metadata.is_not(None),
     )
+    fill_missing = upsert.on_conflict_do_update(
+        index_elements=[s.c.uid],
+        set_={
+            "name": func.coalesce(s.c.name, excluded.name),
+            "metadata": func.coalesce(s.c.metadata, excluded.metadata),
+        },
+        where=(s.c.name.is_(None) & excluded.name.is_not(None))
+        | (s.c.metadata.is_(None) & excluded.metadata.is_not(None)),
+    )
     replace = upsert.on_conflict_do_update(
         index_elements=[s.c.uid],
         set_={"name": excluded.name, "metadata": excluded.metadata, "context": excluded.context},
     )
-    return fill, replace
+    return fill, fill_missing, replace
 
 
 def hot_statements(tables: Tables, engine: Engine) -> HotStatements:
@@ -123,7 +135,7 @@ def hot_statements(tables: Tables, engine: Engine) -> HotStatements:
     dialect = engine.dialect.name
     insert = sqlite_dialect.insert if dialect == "sqlite" else pg_dialect.insert
     t, j = tables.traces, tables.trace_sessions
-    upsert_session, _ = session_upserts(tables, dialect)
+    upsert_session, fill_session, _ = session_upserts(tables, dialect)
     # A trace that already existed is linked with the timestamp and seq it was stored with, so linking it
     # again (a re-add, possibly under another chain) never makes a second junction row for the same uid.
     copy = select(bindparam("session_uid", type_=String()), t.c.timestamp, t.c.seq, t.c.trace_id).where(
@@ -141,6 +153,7 @@ def hot_statements(tables: Tables, engine: Engine) -> HotStatements:
         link_values=prepare(insert(j).on_conflict_do_nothing(), engine, LINK_COLUMNS),
         link_copy=prepare(link_copy, engine, ("session_uid", "trace_id")),
         upsert_session=prepare(upsert_session, engine, SESSION_COLUMNS),
+        fill_session=prepare(fill_session, engine, SESSION_COLUMNS),
         select_traces=prepare(joined.order_by(*order), engine, ("uid",)),
         select_traces_named=prepare(named.order_by(*order), engine, ("uid", "name")),
     )

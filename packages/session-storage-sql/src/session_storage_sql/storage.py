@@ -8,6 +8,8 @@ import datetime
 import functools
 import json
 import logging
+import math
+import numbers
 import os
 import pickle
 import sqlite3
@@ -25,6 +27,7 @@ from sqlalchemy.pool import StaticPool
 from sqlalchemy.sql.elements import ColumnElement
 
 from session_core import StorageError, Trace, get_active_sessions, make_context, validate_context
+from session_core.context import UID_RE
 from session_storage_sql.codec import (
     column_json,
     decode_traces,
@@ -41,7 +44,7 @@ from session_storage_sql.engine import (
     prepare_sqlite,
     require_driver,
 )
-from session_storage_sql.errors import SchemaVersionError
+from session_storage_sql.errors import InvalidSessionUid, SchemaVersionError
 from session_storage_sql.records import SessionNode, SessionRecord
 from session_storage_sql.retry import ConnectionLost, RetryPolicy, describe, is_connection_error, is_transient
 from session_storage_sql.schema import build_tables, ensure_schema
@@ -60,9 +63,17 @@ _KNOWN_LIMIT = 100_000  # session rows this process remembers having written
 _MAX_DEPTH = 64  # session_core's limit on chain depth: walking up parent links stops here even on bad data
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1  # the integers SQLite takes as parameters
 _BUSY_TIMEOUT = 5.0  # the constructors' default busy_timeout (a pickled copy carries another one)
+_BUSY_TIMEOUT_MAX = (2**31 - 1) / 1000  # SQLite takes the busy timeout as a C int of milliseconds (24.8 days)
 
-SessionInfo = tuple[str | None, dict[str, Any] | None]
-KnownSession = tuple[str | None, str | None]  # name and metadata JSON of a session row this process wrote
+# Name, merged metadata, and whether the session is active here (its own view) or known by hearsay (the parent a
+# context was restored from, as that context was sent).
+SessionInfo = tuple[str | None, dict[str, Any] | None, bool]
+_NO_INFO: SessionInfo = (None, None, True)
+# Name and metadata JSON of a session row this process wrote: the value it wrote itself, `_HEARD` where it only
+# filled in a value heard of (the row holds one, perhaps another), None where it wrote nothing.
+KnownSession = tuple[object, object]
+_HEARD = object()
+_UID_MATCH = UID_RE.fullmatch
 
 _live: weakref.WeakSet[SqlSessionStorage] = weakref.WeakSet()
 _seq_lock = threading.Lock()
@@ -143,6 +154,20 @@ def _timestamp(value: float | datetime.datetime | None, what: str) -> float | No
     )
 
 
+def _checked_busy_timeout(value: object) -> float:
+    """`busy_timeout` as seconds, refused unless a number from 0 to SQLite's limit: a negative one meant no wait at
+    all, a larger one wrapped around to none, and NaN or an infinity failed at the first connection."""
+    if not isinstance(value, numbers.Real) or isinstance(value, bool):
+        raise TypeError(f"busy_timeout must be a number of seconds (int or float), got {type(value).__name__}")
+    seconds = float(value)
+    if not (math.isfinite(seconds) and 0 <= seconds <= _BUSY_TIMEOUT_MAX):
+        raise ValueError(
+            f"busy_timeout must be from 0 to {_BUSY_TIMEOUT_MAX:,.3f} seconds (how long a SQLite connection waits for "
+            f"another's write lock before retrying; SQLite takes it in milliseconds as a C int), got {value!r}"
+        )
+    return seconds
+
+
 def _sqlite_comparable(text: str) -> bool:
     """Whether SQLite can compare `text` with a JSON string: json_extract ends a string at NUL, and a lone
     surrogate cannot be a parameter (no UTF-8 encoding exists). Such values are compared in Python."""
@@ -166,7 +191,9 @@ class SqlSessionStorage:
     `url` defaults to ``$SESSION_STORAGE_URL``, else ``sessions.db`` in the working directory; or pass an
     `engine` you configured yourself. Every write is one transaction, idempotent by ``trace_id``, retried on
     transient errors (a locked SQLite file, a dropped PostgreSQL connection) per `retry`; the caller sees a
-    `session_core.StorageError` naming the cause only when the retries are exhausted.
+    `session_core.StorageError` naming the cause only when the retries are exhausted. `busy_timeout`: seconds a
+    SQLite connection waits for another's write lock before a retry, from 0 to 2,147,483.647 (`ValueError`
+    outside, `TypeError` for anything but a number).
     """
 
     def __init__(
@@ -185,7 +212,7 @@ class SqlSessionStorage:
         self._url = parsed.public
         self._sqlite = parsed.dialect == "sqlite"
         self._text = functools.partial(storable_text, postgresql=not self._sqlite)
-        self._busy_timeout = float(busy_timeout)
+        self._busy_timeout = _checked_busy_timeout(busy_timeout)
         self._retry = retry if retry is not None else RetryPolicy()
         self._own_engine = engine is None
         self._engine: Engine | None = engine
@@ -384,48 +411,64 @@ class SqlSessionStorage:
         return StorageError(f"{what} failed on {self._where()}{tried}: {describe(exc)}{hint}")
 
     # -- session rows ------------------------------------------------------------------------------------
-    def _session_rows(self, chain: Sequence[str], innermost_name: str | None, *, now: float) -> list[tuple[Any, ...]]:
-        """Rows to upsert for `chain` (root first), skipping those this process already wrote with these values.
+    def _session_rows(
+        self, chain: Sequence[str], innermost_name: str | None, *, now: float
+    ) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
+        """Rows to upsert for `chain` (root first), skipping those this process already wrote with these values:
+        the rows this process knows first-hand, and those it knows by hearsay (filled in only where empty).
 
         The innermost session gets its name and, when it is active here, its merged metadata; ancestors get
-        what this process knows of them (active here, or the parent of a restored session), else uid links only.
+        what this process knows of them: their own view when active here; for the parent of a restored session,
+        what its context said when it was sent (hearsay: it never overwrites what the parent's own process wrote
+        since); else uid links only.
         """
         info = _active_session_info(chain)
         last = len(chain) - 1
         root = chain[0]
         known = self._known
-        rows = []
+        rows: list[tuple[Any, ...]] = []
+        heard: list[tuple[Any, ...]] = []
         for i, uid in enumerate(chain):
-            name, meta = info.get(uid, (None, None))
-            if i == last and innermost_name is not None:
-                name = innermost_name
+            name, meta, own = info.get(uid, _NO_INFO)
             seen = known.get(uid)
-            if seen is not None and (name is None or name == seen[0]) and (meta is None or to_json(meta) == seen[1]):
-                continue
-            rows.append(
-                (
-                    uid,
-                    chain[i - 1] if i else None,
-                    root,
-                    i + 1,
-                    name,
-                    meta,
-                    None,
-                    now,
-                )
-            )
-        return rows
+            if seen is None and (type(uid) is not str or _UID_MATCH(uid) is None):  # checked once per process
+                raise InvalidSessionUid(uid)
+            if i == last and innermost_name is not None:
+                if not own:  # the caller names it first-hand; its metadata is hearsay
+                    if meta is not None and (seen is None or seen[1] is None):
+                        heard.append((uid, chain[i - 1] if i else None, root, i + 1, None, meta, None, now))
+                    meta, own = None, True
+                name = innermost_name
+            if seen is not None:
+                if own:
+                    if (name is None or name == seen[0]) and (meta is None or to_json(meta) == seen[1]):
+                        continue
+                elif (name is None or seen[0] is not None) and (meta is None or seen[1] is not None):
+                    continue  # the row has a name and metadata already: hearsay would change nothing
+            row = (uid, chain[i - 1] if i else None, root, i + 1, name, meta, None, now)
+            if own:
+                rows.append(row)
+            else:
+                heard.append(row)
+        return rows, heard
 
-    def _remember(self, rows: Iterable[tuple[Any, ...]]) -> None:
+    def _remember(self, rows: Iterable[tuple[Any, ...]], *, heard: bool = False) -> None:
         """Note the name and metadata written for each row's session: metadata as its JSON, a snapshot that tells
-        True from 1 (Python's == does not) and that a nested value changed in place since cannot alter."""
+        True from 1 (Python's == does not) and that a nested value changed in place since cannot alter. A value
+        `heard` of is noted only as "the row has one" (`_HEARD`), for the row may have held another already."""
         known = self._known
         if len(known) > _KNOWN_LIMIT:
             known.clear()
         for row in rows:
             uid, name, meta = row[0], row[4], row[5]
             old_name, old_meta = known.get(uid, (None, None))
-            known[uid] = (name if name is not None else old_name, to_json(meta) if meta is not None else old_meta)
+            if heard:
+                known[uid] = (
+                    old_name if old_name is not None or name is None else _HEARD,
+                    old_meta if old_meta is not None or meta is None else _HEARD,
+                )
+            else:
+                known[uid] = (name if name is not None else old_name, to_json(meta) if meta is not None else old_meta)
 
     # -- the SessionStorage protocol ---------------------------------------------------------------------
     def add_trace(self, session_uid_chain: Sequence[str], session_name: str, trace: Trace) -> None:
@@ -433,8 +476,17 @@ class SqlSessionStorage:
         self.add_traces(session_uid_chain, session_name, (trace,))
 
     def add_traces(self, session_uid_chain: Sequence[str], session_name: str, traces: Iterable[Trace]) -> None:
-        """Store many traces of one session at once (a transaction per 5,000 traces); idempotent by trace_id."""
-        chain = list(dict.fromkeys(session_uid_chain))
+        """Store many traces of one session at once (a transaction per 5,000 traces); idempotent by trace_id.
+
+        Raises `InvalidSessionUid` (a `ValueError`), storing nothing, for a uid that is not 1-64 characters of
+        ``[0-9A-Za-z_-]`` (session_core's rule, what sessions make).
+        """
+        if isinstance(session_uid_chain, str):
+            raise TypeError(f"session_uid_chain must be a list of uids (root first), not the str {session_uid_chain!r}")
+        try:
+            chain = list(dict.fromkeys(session_uid_chain))
+        except TypeError:  # an unhashable uid (a list, a dict)
+            raise InvalidSessionUid(next(u for u in session_uid_chain if not isinstance(u, str))) from None
         if not chain:
             raise ValueError("session_uid_chain must hold at least one session uid")
         batch = traces if isinstance(traces, (list, tuple)) else list(traces)
@@ -445,6 +497,7 @@ class SqlSessionStorage:
         text, pg = self._text, not self._sqlite
         for start in range(0, len(batch), _BULK_CHUNK):
             chunk = batch[start : start + _BULK_CHUNK]
+            sessions, heard = self._session_rows(chain, session_name, now=now)  # checks each new uid first
             seq = _next_seqs(len(chunk))
             trace_rows = []
             for offset, trace in enumerate(chunk):
@@ -465,20 +518,29 @@ class SqlSessionStorage:
                 trace_rows.append(
                     (trace.trace_id, seq + offset, innermost, text(trace.session_name), timestamp, encode_trace(trace))
                 )
-            sessions = self._session_rows(chain, session_name, now=now)
             session_rows = [
                 (*row[:4], text(row[4]), None if row[5] is None else column_json(row[5], postgresql=pg), *row[6:])
                 for row in sessions
             ]
+            heard_rows = [
+                (*row[:4], text(row[4]), None if row[5] is None else column_json(row[5], postgresql=pg), *row[6:])
+                for row in heard
+            ]
             self._run_raw(
                 "add_traces" if len(batch) > 1 else "add_trace",
-                functools.partial(_write_traces, chain=chain, trace_rows=trace_rows, session_rows=session_rows),
+                functools.partial(
+                    _write_traces, chain=chain, trace_rows=trace_rows, session_rows=session_rows, heard_rows=heard_rows
+                ),
                 write=True,
             )
             self._remember(sessions)
+            if heard:
+                self._remember(heard, heard=True)
 
     def get_traces(self, session_uid: str, session_name: str | None = None) -> list[Trace]:
         """Traces recorded in session `session_uid` or any descendant, oldest first (ties: order added)."""
+        if not _findable(session_uid):
+            return []
 
         def op(cursor: Any, hot: HotStatements) -> list[Any]:
             if session_name is None:
@@ -493,6 +555,8 @@ class SqlSessionStorage:
 
     def clear(self, session_uid: str, session_name: str | None = None) -> None:
         """Delete the traces visible from `session_uid` (optionally only `session_name`'s) from every session."""
+        if not _findable(session_uid):
+            return
         t, j = self._tables.traces, self._tables.trace_sessions
         query = select(t.c.trace_id, t.c.session_uid, t.c.timestamp, t.c.seq).join_from(j, t, self._tables.linked())
         query = query.where(j.c.session_uid == session_uid)
@@ -523,13 +587,13 @@ class SqlSessionStorage:
     # -- async -------------------------------------------------------------------------------------------
     async def async_add_trace(self, session_uid_chain: Sequence[str], session_name: str, trace: Trace) -> None:
         """`add_trace` in a worker thread, so the event loop never waits on the database."""
-        await asyncio.to_thread(self.add_trace, list(session_uid_chain), session_name, trace)
+        await asyncio.to_thread(self.add_trace, _chain_copy(session_uid_chain), session_name, trace)
 
     async def async_add_traces(
         self, session_uid_chain: Sequence[str], session_name: str, traces: Iterable[Trace]
     ) -> None:
         """`add_traces` in a worker thread."""
-        await asyncio.to_thread(self.add_traces, list(session_uid_chain), session_name, list(traces))
+        await asyncio.to_thread(self.add_traces, _chain_copy(session_uid_chain), session_name, list(traces))
 
     async def async_get_traces(self, session_uid: str, session_name: str | None = None) -> list[Trace]:
         """`get_traces` in a worker thread."""
@@ -541,7 +605,7 @@ class SqlSessionStorage:
         valid = validate_context(context)
         chain = valid["uid_chain"]
         now = time.time()
-        ancestors = self._session_rows(chain[:-1], None, now=now) if len(chain) > 1 else []
+        ancestors, heard = self._session_rows(chain[:-1], None, now=now) if len(chain) > 1 else ([], [])
         row = {
             "uid": chain[-1],
             "parent_uid": chain[-2] if len(chain) > 1 else None,
@@ -552,28 +616,38 @@ class SqlSessionStorage:
             "context": to_json(valid),
             "created_at": now,
         }
-        upsert_ancestor, save = session_upserts(self._tables, self._parsed.dialect)
+        upsert_ancestor, fill_ancestor, save = session_upserts(self._tables, self._parsed.dialect)
 
         pg = not self._sqlite
-        ancestor_rows = [  # as add_traces writes them: text and strict JSON the database can hold
-            {
-                **dict(zip(SESSION_COLUMNS, r)),
-                "name": self._text(r[4]),
-                "metadata": None if r[5] is None else json.loads(column_json(r[5], postgresql=pg)),
-            }
-            for r in ancestors
-        ]
+
+        def params(rows: list[tuple[Any, ...]]) -> list[dict[str, Any]]:
+            return [  # as add_traces writes them: text and strict JSON the database can hold
+                {
+                    **dict(zip(SESSION_COLUMNS, r)),
+                    "name": self._text(r[4]),
+                    "metadata": None if r[5] is None else json.loads(column_json(r[5], postgresql=pg)),
+                }
+                for r in rows
+            ]
+
+        ancestor_rows, heard_rows = params(ancestors), params(heard)
 
         def op(conn: Connection) -> None:
             if ancestor_rows:
                 conn.execute(upsert_ancestor, ancestor_rows)
+            if heard_rows:
+                conn.execute(fill_ancestor, heard_rows)
             conn.execute(save, row)
 
         self._run("save_context", op, write=True)
         self._remember([*ancestors, tuple(row[n] for n in SESSION_COLUMNS)])
+        if heard:
+            self._remember(heard, heard=True)
 
     def load_context(self, session_uid: str) -> dict[str, Any] | None:
         """The context saved for `session_uid`, else one rebuilt from its row; None if the session is unknown."""
+        if not _findable(session_uid):
+            return None
         s = self._tables.sessions
 
         def op(conn: Connection) -> dict[str, Any] | None:
@@ -592,6 +666,8 @@ class SqlSessionStorage:
     # -- queries -----------------------------------------------------------------------------------------
     def get_session(self, uid: str) -> SessionRecord | None:
         """The stored session `uid`, or None."""
+        if not _findable(uid):
+            return None
         s = self._tables.sessions
         query = select(*_record_columns(s)).where(s.c.uid == uid)
         row = self._run("get_session", lambda conn: conn.execute(query).one_or_none(), write=False)
@@ -704,6 +780,8 @@ class SqlSessionStorage:
 
     def session_tree(self, uid: str) -> SessionNode | None:
         """Session `uid` and all its descendants as nested `SessionNode`s with trace counts; None if unknown."""
+        if not _findable(uid):
+            return None
         s, t, j = self._tables.sessions, self._tables.traces, self._tables.trace_sessions
         seed = select(s.c.uid).where(s.c.uid == uid).cte("subtree", recursive=True)
         subtree = seed.union(select(s.c.uid).join_from(s, seed, s.c.parent_uid == seed.c.uid))
@@ -846,10 +924,14 @@ def _write_traces(
     chain: list[str],
     trace_rows: list[tuple[Any, ...]],
     session_rows: list[tuple[Any, ...]],
+    heard_rows: list[tuple[Any, ...]],
 ) -> None:
-    """One add: session rows, trace rows, then the junction rows for every uid of the chain."""
+    """One add: session rows (first-hand, then hearsay), trace rows, then the junction rows for every uid of the
+    chain."""
     if session_rows:
         cursor.executemany(hot.upsert_session.sql, hot.upsert_session.params(session_rows))
+    if heard_rows:
+        cursor.executemany(hot.fill_session.sql, hot.fill_session.params(heard_rows))
     bulk = hot.bulk
     if bulk is not None and len(trace_rows) >= _COPY_MIN and hasattr(cursor, "copy"):  # PostgreSQL via psycopg 3
         cursor.execute(bulk.create)
@@ -869,6 +951,23 @@ def _write_traces(
         cursor.executemany(hot.link_copy.sql, hot.link_copy.params(copies))
 
 
+def _chain_copy(chain: Sequence[str]) -> Sequence[str]:
+    """A chain to hand to a worker thread: a copy, but a str as it is (so `add_traces` refuses it, not its letters)."""
+    return chain if isinstance(chain, str) else list(chain)
+
+
+def _findable(uid: object) -> bool:
+    """Whether a session `uid` to look up may be in the database. Any str a database can take as a parameter is
+    looked for (a database written before uids were checked may hold ones outside session_core's rule); one with
+    NUL or a lone surrogate finds nothing, as an unknown uid does, rather than raising a database error. A uid
+    that is not a str raises `TypeError`."""
+    if type(uid) is str and _UID_MATCH(uid) is not None:
+        return True
+    if not isinstance(uid, str):
+        raise TypeError(f"a session uid is a str, got {type(uid).__name__}")
+    return "\x00" not in uid and storable_text(uid, postgresql=False) == uid
+
+
 def _record_columns(s: Any) -> tuple[Any, ...]:
     return (s.c.uid, s.c.parent_uid, s.c.root_uid, s.c.depth, s.c.name, s.c.metadata, s.c.created_at)
 
@@ -886,7 +985,8 @@ def _record(row: Any) -> SessionRecord:
 
 
 def _active_session_info(chain: Sequence[str]) -> dict[str, SessionInfo]:
-    """Name and merged metadata of the chain's sessions active here (and of a restored session's parent)."""
+    """Name and merged metadata of the chain's sessions active here (first-hand), and of a restored session's
+    parent (hearsay: as its context was sent) unless that parent is active here too."""
     active = get_active_sessions()
     if not active:
         return {}
@@ -896,11 +996,11 @@ def _active_session_info(chain: Sequence[str]) -> dict[str, SessionInfo]:
         uid = session.uid
         if uid in wanted:
             merged = getattr(session, "merged_metadata", None)
-            found[uid] = (session.name, merged() if callable(merged) else dict(session.metadata))
+            found[uid] = (session.name, merged() if callable(merged) else dict(session.metadata), True)
         # A session restored from a context (another thread or process) knows its parent's name and metadata.
         ctx = getattr(session, "origin_context", None)
         if isinstance(ctx, dict) and ctx.get("uid_chain"):
             parent = ctx["uid_chain"][-1]
             if parent in wanted and parent not in found:
-                found[parent] = (ctx.get("name"), ctx.get("metadata"))
+                found[parent] = (ctx.get("name"), ctx.get("metadata"), False)
     return found
