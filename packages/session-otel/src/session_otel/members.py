@@ -156,12 +156,16 @@ def metadata_entry(key: str, value: Any) -> Entry:
     return _compute(key, value)
 
 
-Template = tuple[dict[str, str], dict[str, AttributeValue], str, tuple[str, ...]]
+Template = tuple[dict[str, str], dict[str, AttributeValue], str, tuple[str, ...], bool]
 """What every session with one name and (merged) metadata shares: its baggage members and span attributes with
 the uid chain left empty (filled per session, in place, so the key order stays session-core's), its span name,
-and the metadata keys JSON cannot carry."""
+the metadata keys JSON cannot carry, and whether a value may change in place (a list, a dict: the members
+and attributes built from it then hold only until it does)."""
 
 _templates: dict[tuple[Any, ...], Template] = {}
+
+
+_IMMUTABLE = frozenset({str, int, float, bool, type(None)})  # metadata values that cannot change in place
 
 
 def _build_template(name: str, metadata: Any) -> Template:
@@ -182,7 +186,8 @@ def _build_template(name: str, metadata: Any) -> Template:
     attrs[SESSION_NAME] = text(name)
     attrs[SESSION_UID_CHAIN] = ()
     attrs[SESSION_ID] = ""
-    return items, attrs, span_name, tuple(unserializable)
+    mutable = not all(type(value) in _IMMUTABLE for value in metadata.values())
+    return items, attrs, span_name, tuple(unserializable), mutable
 
 
 def template(name: str, metadata: Any) -> Template:

@@ -43,7 +43,6 @@ from session_otel.members import FIXED_OK, Template, base_members, template
 __all__ = ["OTelSession"]
 
 logger = logging.getLogger(__name__)
-_IMMUTABLE = frozenset({str, int, float, bool, type(None)})  # metadata values that cannot change in place
 
 _S = TypeVar("_S", bound="OTelSession")
 _BASE_NAME: property = BaseSession.__dict__["name"]
@@ -328,7 +327,7 @@ class OTelSession(BaseSession):
             items[UIDS] = ".".join(chain)
         else:
             items.update(base_members(name, chain))
-        if not all(type(value) in _IMMUTABLE for value in metadata.values()):
+        if tmpl[4]:
             version = -1  # a list or dict may change in place, which no version notes: prepare every entry anew
         prep = (chain, items, tmpl[2], version)
         self._prep = prep
