@@ -239,6 +239,15 @@ def test_explicit_context_wins_over_the_current_session(storage: Any) -> None:
     assert current.llm_calls == []
 
 
+def test_an_explicit_none_runs_the_call_outside_any_session(storage: Any) -> None:
+    with ContextVarSession("current", storage=storage) as current:
+        seen = ray.get(record.remote("opted out", _session_ctx=None))
+        kept = ray.get(record.remote("in the session"))
+    assert (seen["name"], seen["uids"], seen["recorded"]) == (None, [], False)
+    assert kept["name"] == "current"
+    assert [t.name for t in current.llm_calls] == ["in the session"]
+
+
 def test_generator_task_keeps_the_session_for_every_step(storage: Any) -> None:
     with ContextVarSession("stream", storage=storage) as session:
         names = [ray.get(ref) for ref in steps.remote(3)]
