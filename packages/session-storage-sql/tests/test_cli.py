@@ -702,6 +702,44 @@ def test_the_installed_console_script(db: Db, tmp_path: Path) -> None:
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "Traceback" not in bad.stderr
 
 
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    """The real command, its output read back as UTF-8 with lone surrogates kept (``surrogatepass``)."""
+    done = subprocess.run(
+        [sys.executable, "-m", "session_storage_sql.cli", *args], capture_output=True, env=_env(), timeout=60
+    )
+    return subprocess.CompletedProcess(
+        done.args, done.returncode, done.stdout.decode("utf-8"), done.stderr.decode("utf-8", "backslashreplace")
+    )
+
+
+def test_a_lone_surrogate_in_a_trace_is_shown_escaped_and_exported_exactly(tmp_path: Path) -> None:
+    """A trace may hold a lone surrogate (a file name decoded with surrogateescape, half of an emoji cut in two):
+    every command printing it died with UnicodeEncodeError and a traceback, export -o left a truncated file."""
+    path = tmp_path / "odd.db"
+    storage = SqliteSessionStorage(path)
+    storage.add_trace(["surrogate1"], "odd", Trace(name="cut\ud83d", input="a\ud800b", output={"k\udfff": "\udc80"}))
+    expected = storage.get_traces("surrogate1")
+    storage.close()
+    assert expected[0].input == "a\ud800b"  # stored and read back as it was given
+    d = ("--db", str(path))
+    for args in (["show", "surrogate1"], ["show", "surrogate1", "--full"], ["tree", "surrogate1", "--traces"]):
+        for style in [["--plain"], *([[]] if HAS_RICH else [])]:  # rich too, where installed
+            done = _cli(*d, *style, *args)
+            assert (done.returncode, done.stderr) == (0, ""), done.stderr
+            assert "\\ud800" in done.stdout and "\ud800" not in done.stdout  # escaped, as control characters are
+    for args in (["--json", "show", "surrogate1"], ["--json", "tree", "surrogate1", "--traces"]):
+        done = _cli(*d, *args)
+        assert (done.returncode, done.stderr) == (0, ""), done.stderr
+        assert [Trace.from_dict(t) for t in json.loads(done.stdout)["traces"]] == expected
+    done = _cli(*d, "export", "surrogate1")
+    assert (done.returncode, done.stderr) == (0, ""), done.stderr
+    assert [Trace.from_dict(json.loads(line)) for line in done.stdout.splitlines()] == expected
+    target = tmp_path / "odd.json"
+    done = _cli(*d, "export", "surrogate1", "--format", "json", "-o", str(target))
+    assert done.returncode == 0, done.stderr
+    assert [Trace.from_dict(t) for t in json.loads(target.read_text(encoding="utf-8"))["traces"]] == expected
+
+
 # -- PostgreSQL -----------------------------------------------------------------------------------------------
 def test_postgresql_database(postgres_url: str, capsys: pytest.CaptureFixture[str]) -> None:
     storage = SqlSessionStorage(postgres_url)

@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime
-import json
 import os
 import sys
 from collections.abc import Iterator, Sequence
@@ -31,6 +30,7 @@ from session_storage_sql.cli_format import (
     fmt_meta,
     fmt_time,
     fmt_tokens,
+    json_text,
     meta_changes,
     safe,
     safe_block,
@@ -371,7 +371,7 @@ def cmd_show(args: argparse.Namespace, out: Output) -> int:
         for i, trace in enumerate(traces, 1):
             title = f"trace {i}/{len(traces)}  {clip(trace.name, 60)}  {fmt_time(trace.timestamp, millis=True)}"
             out.line(title, style="bold")
-            out.line(safe_block(json.dumps(trace.to_dict(), indent=2, ensure_ascii=False, default=str)))
+            out.line(safe_block(json_text(trace.to_dict(), indent=2)))
         return 0
     days = {datetime.date.fromtimestamp(t.timestamp) for t in traces}
     table = Table(
@@ -424,10 +424,10 @@ def cmd_export(args: argparse.Namespace, out: Output) -> int:
         record = db.find_session(args.uid)
         traces = db.storage.get_traces(record.uid)
     if args.format == "jsonl":
-        text = "".join(json.dumps(t.to_dict(), ensure_ascii=False, default=str) + "\n" for t in traces)
+        text = "".join(json_text(t.to_dict()) + "\n" for t in traces)
     else:
         document = {"session": _record_dict(record), "traces": [t.to_dict() for t in traces]}
-        text = json.dumps(document, indent=2, ensure_ascii=False, default=str) + "\n"
+        text = json_text(document, indent=2) + "\n"
     if args.output is None or args.output == "-":
         sys.stdout.write(text)
         return 0

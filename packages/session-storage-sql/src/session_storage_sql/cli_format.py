@@ -1,7 +1,8 @@
 """How ``session-sql`` shows stored values in a terminal: times, uids, tokens, metadata and clipped text.
 
 Everything stored came from the traced application, so text is made safe before it reaches a terminal:
-control characters (an ANSI escape in a model's output, a carriage return) are shown escaped, never sent raw.
+control characters (an ANSI escape in a model's output, a carriage return) and lone surrogates (which no
+encoding can write) are shown escaped, never sent raw. `json_text` writes JSON any UTF-8 stream can take.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ __all__ = [
     "fmt_meta",
     "fmt_time",
     "fmt_tokens",
+    "json_text",
     "meta_changes",
     "safe",
     "safe_block",
@@ -32,7 +34,8 @@ SHORT_UID = 12
 """Characters of a uid shown in tables (any unique prefix of 6 or more is accepted back)."""
 
 _SPACES = re.compile(r"[\t\n\r\f\v ]+")
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029\u200e\u200f\u202a-\u202e\u2066-\u2069\ud800-\udfff]")
+_SURROGATE = re.compile(r"[\ud800-\udfff]")
 _MISSING = object()
 
 
@@ -154,6 +157,13 @@ def summarize(value: Any, width: int) -> str:
     if value is None:
         return ""
     return clip(value, width)
+
+
+def json_text(value: Any, *, indent: int | None = None) -> str:
+    """`value` as JSON text (non-ASCII as is) that a UTF-8 stream can always take: a lone surrogate, which a
+    trace may hold but UTF-8 cannot encode, is written as its ``\\uXXXX`` escape, which parses back to it."""
+    text = json.dumps(value, indent=indent, ensure_ascii=False, default=str)
+    return _SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
 
 
 def to_jsonable(value: Any) -> Any:

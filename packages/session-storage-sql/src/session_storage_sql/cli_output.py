@@ -6,12 +6,13 @@ clipped by `cli_format`; an `Output` only lays it out, so both renderers show th
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import sys
 from dataclasses import dataclass, field
 from typing import IO, Any, Literal, Protocol
+
+from session_storage_sql.cli_format import json_text
 
 __all__ = ["Column", "Node", "Output", "PlainOutput", "Segment", "Table", "make_output", "rich_available"]
 
@@ -54,8 +55,7 @@ class Output(Protocol):
 
 
 def _dump_json(data: Any, stream: IO[str]) -> None:
-    json.dump(data, stream, indent=2, ensure_ascii=False, default=str)
-    stream.write("\n")
+    stream.write(json_text(data, indent=2) + "\n")
 
 
 class PlainOutput:
