@@ -377,6 +377,40 @@ def test_export_to_a_file_and_as_one_json_document(db: Db, tmp_path: Path, capsy
     )
 
 
+def _strict_json(text: str) -> Any:
+    def refuse(constant: str) -> Any:
+        raise ValueError(f"{constant} is not JSON")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+def test_json_output_is_strict_json_when_a_trace_holds_nan_or_infinity(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Trace fields may hold NaN and the infinities: --json and export wrote bare ``NaN`` / ``Infinity`` tokens,
+    which are not JSON (jq and JSON.parse refuse the whole document). They are written as the strings session
+    metadata is stored with."""
+    path = tmp_path / "nan.db"
+    storage = SqliteSessionStorage(path)
+    nan, inf = float("nan"), float("inf")
+    trace = Trace(name="odd", output={"v": nan, "w": [-inf]}, tokens=nan, latency_ms=inf, metadata={"m": nan})
+    storage.add_trace(["nonfinite1"], "odd", trace)
+    storage.close()
+    d = ("--db", str(path))
+    expected = {"output": {"v": "NaN", "w": ["-Infinity"]}, "tokens": "NaN", "latency_ms": "Infinity"}
+    for args in (["--json", "show", "nonfinite1"], ["--json", "tree", "nonfinite1", "--traces"]):
+        code, out, err = run(capsys, *d, *args)
+        assert (code, err) == (0, "")
+        (shown,) = _strict_json(out)["traces"]
+        assert {k: shown[k] for k in expected} == expected and shown["metadata"] == {"m": "NaN"}
+    code, out, err = run(capsys, *d, "export", "nonfinite1")
+    assert (code, err) == (0, "")
+    assert {k: _strict_json(out)[k] for k in expected} == expected
+    code, out, err = run(capsys, *d, "export", "nonfinite1", "--format", "json")
+    assert (code, err) == (0, "")
+    assert {k: _strict_json(out)["traces"][0][k] for k in expected} == expected
+
+
 # -- stats ----------------------------------------------------------------------------------------------------
 def test_stats_counts_sessions_traces_names_and_size(db: Db, capsys: pytest.CaptureFixture[str]) -> None:
     data = run_json(capsys, "--db", str(db.path), "stats", "--json")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import math
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -37,6 +38,7 @@ _SPACES = re.compile(r"[\t\n\r\f\v ]+")
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029\u200e\u200f\u202a-\u202e\u2066-\u2069\ud800-\udfff]")
 _SURROGATE = re.compile(r"[\ud800-\udfff]")
 _MISSING = object()
+_NON_FINITE = {math.inf: "Infinity", -math.inf: "-Infinity"}
 
 
 def safe(text: str) -> str:
@@ -160,10 +162,27 @@ def summarize(value: Any, width: int) -> str:
 
 
 def json_text(value: Any, *, indent: int | None = None) -> str:
-    """`value` as JSON text (non-ASCII as is) that a UTF-8 stream can always take: a lone surrogate, which a
-    trace may hold but UTF-8 cannot encode, is written as its ``\\uXXXX`` escape, which parses back to it."""
-    text = json.dumps(value, indent=indent, ensure_ascii=False, default=str)
+    """`value` as strict JSON text (non-ASCII as is) that any parser reads and a UTF-8 stream can always take.
+
+    NaN and the infinities, which a trace may hold but JSON has no token for, are written as the strings
+    ``"NaN"``, ``"Infinity"`` and ``"-Infinity"`` (as session metadata is stored); a lone surrogate, which UTF-8
+    cannot encode, as its ``\\uXXXX`` escape, which parses back to it."""
+    try:
+        text = json.dumps(value, indent=indent, ensure_ascii=False, allow_nan=False, default=str)
+    except ValueError:  # NaN or an infinity somewhere
+        text = json.dumps(_finite(value), indent=indent, ensure_ascii=False, allow_nan=False, default=str)
     return _SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
+
+
+def _finite(value: Any) -> Any:
+    """`value` with NaN and the infinities as the strings JSON's encoders name them."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else _NON_FINITE.get(value, "NaN")
+    if isinstance(value, Mapping):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(item) for item in value]
+    return value
 
 
 def to_jsonable(value: Any) -> Any:
