@@ -343,6 +343,27 @@ def test_show_a_session_without_traces(tmp_path: Path, capsys: pytest.CaptureFix
     assert run_json(capsys, "--db", str(path), "--json", "show", session.uid)["traces"] == []
 
 
+def test_a_trace_time_no_calendar_can_show_is_shown_as_unix_seconds(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A trace's timestamp is whatever the application gave (NaN, 1e20, far before year 1): show, tree --traces
+    and stats ended in a ValueError traceback ("year ... is out of range") for the whole listing."""
+    path = tmp_path / "times.db"
+    storage = SqliteSessionStorage(path)
+    storage.add_trace(["oddtimes1"], "odd", Trace(name="fine", timestamp=1714564800.0))
+    storage.add_trace(["oddtimes1"], "odd", Trace(name="far", timestamp=1e20))
+    storage.add_trace(["oddtimes1"], "odd", Trace(name="before", timestamp=-1e15))
+    storage.add_trace(["oddtimes1"], "odd", Trace(name="nan", timestamp=float("nan")))
+    storage.close()
+    d = ("--db", str(path), "--plain")
+    for args in (["show", "oddtimes1"], ["show", "oddtimes1", "--full"], ["tree", "oddtimes1", "--traces"], ["stats"]):
+        code, out, err = run(capsys, *d, *args)
+        assert (code, err) == (0, ""), err
+        if args[0] != "stats":
+            assert "1e+20" in out and "nan" in out  # the unix seconds, as stored
+            assert datetime.datetime.fromtimestamp(1714564800.0).strftime("%Y-%m-%d %H:%M:%S") in out
+
+
 # -- export ---------------------------------------------------------------------------------------------------
 def test_export_jsonl_round_trips_through_trace_from_dict(db: Db, capsys: pytest.CaptureFixture[str]) -> None:
     storage = SqliteSessionStorage(db.path)

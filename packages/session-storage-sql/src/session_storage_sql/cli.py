@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import datetime
 import os
 import sys
 from collections.abc import Iterator, Sequence
@@ -25,6 +24,7 @@ from session_storage_sql.cli_args import CliError, parse_meta, parse_time, resol
 from session_storage_sql.cli_db import MIN_PREFIX, Database, open_database
 from session_storage_sql.cli_format import (
     clip,
+    day_of,
     fmt_bytes,
     fmt_latency,
     fmt_meta,
@@ -284,7 +284,7 @@ def cmd_tree(args: argparse.Namespace, out: Output) -> int:
             owners = db.recording_sessions(record.uid)
             traces = {}
             found = db.storage.get_traces(record.uid)
-            with_date = len({datetime.date.fromtimestamp(t.timestamp) for t in found}) > 1
+            with_date = len({day_of(t.timestamp) for t in found}) > 1
             for trace in found:
                 traces.setdefault(owners.get(trace.trace_id, record.uid), []).append(trace)
     if args.json:
@@ -323,8 +323,8 @@ def _tree_node(
 
 
 def _trace_label(trace: Trace, with_date: bool) -> list[Segment]:
-    moment = fmt_time(trace.timestamp, millis=True)
-    label: list[Segment] = [("• ", "dim"), (moment if with_date else moment[11:], "dim"), (" ", "")]
+    moment = fmt_time(trace.timestamp, millis=True, date=with_date)
+    label: list[Segment] = [("• ", "dim"), (moment, "dim"), (" ", "")]
     label.append((clip(trace.name, 40) or "(no name)", "yellow"))
     if trace.model:
         label += [(" ", ""), (clip(trace.model, 30), "magenta")]
@@ -373,7 +373,7 @@ def cmd_show(args: argparse.Namespace, out: Output) -> int:
             out.line(title, style="bold")
             out.line(safe_block(json_text(trace.to_dict(), indent=2)))
         return 0
-    days = {datetime.date.fromtimestamp(t.timestamp) for t in traces}
+    days = {day_of(t.timestamp) for t in traces}
     table = Table(
         [
             Column("time", style="dim"),
@@ -388,10 +388,9 @@ def cmd_show(args: argparse.Namespace, out: Output) -> int:
         title=f"{len(traces)} trace{'s' if len(traces) != 1 else ''}, oldest first",
     )
     for trace in traces:
-        moment = fmt_time(trace.timestamp, millis=True)
         table.rows.append(
             [
-                moment if len(days) > 1 else moment[11:],
+                fmt_time(trace.timestamp, millis=True, date=len(days) > 1),
                 short_uid(owners.get(trace.trace_id, "")),
                 clip(trace.name, 30),
                 clip(trace.model or "", 24),

@@ -17,6 +17,7 @@ from typing import Any
 __all__ = [
     "SHORT_UID",
     "clip",
+    "day_of",
     "fmt_bytes",
     "fmt_latency",
     "fmt_meta",
@@ -68,13 +69,29 @@ def short_uid(uid: str) -> str:
     return safe(uid[:SHORT_UID])
 
 
-def fmt_time(timestamp: float | None, *, millis: bool = False) -> str:
-    """Local time, ``2024-05-01 12:30:05`` (``.123`` with `millis`); empty for None."""
+def fmt_time(timestamp: float | None, *, millis: bool = False, date: bool = True) -> str:
+    """Local time, ``2024-05-01 12:30:05`` (``.123`` with `millis`; without the day unless `date`); empty for
+    None; the unix seconds as stored (``nan``, ``1e+20``) for a time no calendar date has."""
     if timestamp is None:
         return ""
-    moment = datetime.datetime.fromtimestamp(timestamp)
-    text = moment.strftime("%Y-%m-%d %H:%M:%S")
+    moment = _local(timestamp)
+    if moment is None:
+        return safe(str(timestamp))
+    text = moment.strftime("%Y-%m-%d %H:%M:%S" if date else "%H:%M:%S")
     return f"{text}.{moment.microsecond // 1000:03d}" if millis else text
+
+
+def day_of(timestamp: float) -> datetime.date | None:
+    """The local calendar day of `timestamp`, or None when it has none (NaN, beyond year 1 to 9999)."""
+    moment = _local(timestamp)
+    return None if moment is None else moment.date()
+
+
+def _local(timestamp: float) -> datetime.datetime | None:
+    try:
+        return datetime.datetime.fromtimestamp(timestamp)
+    except (ValueError, OverflowError, OSError, TypeError):  # NaN, out of range, not a number
+        return None
 
 
 def fmt_tokens(tokens: Any) -> str:
