@@ -477,6 +477,15 @@ def test_uid_prefixes_like_git(tmp_path: Path, capsys: pytest.CaptureFixture[str
     assert_user_error(run(capsys, "--db", str(path), "export", "   "), "empty session uid")
 
 
+def test_a_uid_no_database_can_hold_finds_no_session(db: Db, capsys: pytest.CaptureFixture[str]) -> None:
+    """A uid argument with bytes that are not UTF-8 (``show $'\\xff...'``) reaches Python as lone surrogates: the
+    prefix lookup sent them to the driver and ended in a UnicodeEncodeError traceback. NUL, likewise."""
+    prefix = db.uids["root"][:8]
+    for given in (prefix + "\udcff", "\udcff" * 8, prefix + "\x00", "\ud800abcdefg"):
+        for command in ("show", "tree", "export"):
+            assert_user_error(run(capsys, "--db", str(db.path), command, given), "no session with uid")
+
+
 # -- errors ---------------------------------------------------------------------------------------------------
 def test_a_missing_database_is_an_error_and_is_never_created(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
@@ -820,6 +829,8 @@ def test_postgresql_database(postgres_url: str, capsys: pytest.CaptureFixture[st
     assert_user_error(run(capsys, *d, "show", "7a1f"), "at least 6 characters")
     assert_user_error(run(capsys, *d, "show", "7a1f%%"), "no session")
     assert run_json(capsys, *d, "show", "7a1f00", "--json")["session"]["uid"] == uids["ray_task"]
+    assert_user_error(run(capsys, *d, "show", uids["root"][:8] + "\udcff"), "no session")
+    assert_user_error(run(capsys, *d, "tree", uids["root"][:8] + "\x00"), "no session")
 
 
 def test_a_postgresql_database_without_session_tables_is_not_changed(

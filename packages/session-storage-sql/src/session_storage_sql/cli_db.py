@@ -106,7 +106,10 @@ class Database:
         return found
 
     def uids_starting_with(self, prefix: str, *, limit: int) -> list[str]:
-        """Up to `limit` session uids that start with `prefix` (case-sensitive), in uid order."""
+        """Up to `limit` session uids that start with `prefix` (case-sensitive), in uid order; none for a prefix
+        no uid column can hold (NUL, or a lone surrogate: bytes of a command line that are not UTF-8)."""
+        if "\x00" in prefix or not _encodable(prefix):
+            return []
         uid = self._tables.sessions.c.uid
         if self.dialect == "sqlite":
             # A range on the primary key (binary collation): exact and indexed, no LIKE escaping needed.
@@ -308,6 +311,14 @@ def _prefix_upper_bound(prefix: str) -> str | None:
             return "".join(chars)
         chars.pop()
     return None
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _float(value: Any) -> float | None:
