@@ -633,6 +633,29 @@ def test_a_path_with_url_characters_opens_that_very_file(
     assert_user_error(run(capsys, "--db", str(odd / "other.db"), "ls"), f"no session database at {odd / 'other.db'}")
 
 
+@pytest.mark.skipif(sys.platform in ("win32", "darwin"), reason="file names there are Unicode, not bytes")
+def test_a_path_that_is_not_utf8_opens_that_very_file(
+    db: Db, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A directory named in Latin-1 (``café`` as the byte 0xE9) reaches Python as a lone surrogate: opening the
+    file ended in a UnicodeEncodeError traceback, from --db, a sqlite: URL and the default ./sessions.db alike."""
+    odd = tmp_path / os.fsdecode(b"caf\xe9")
+    odd.mkdir()
+    target = odd / "sessions.db"
+    target.write_bytes(db.path.read_bytes())
+    roots = [db.uids["root"], db.uids["root2"]]
+    assert [r["uid"] for r in run_json(capsys, "--db", str(target), "ls", "--roots", "--json")] == roots
+    assert [r["uid"] for r in run_json(capsys, "--db", sqlite_url(target), "ls", "--roots", "--json")] == roots
+    monkeypatch.chdir(odd)
+    assert run_json(capsys, "stats", "--json")["sessions"] == 6
+    code, out, err = run(capsys, "--plain", "stats")
+    assert (code, err) == (0, "") and "caf\\udce9" in out  # the URL shown escaped
+    assert_user_error(run(capsys, "--db", str(odd / "other.db"), "ls"), "no session database at", "caf\\udce9")
+    # An error names the path it was given terminal-safe: escaped, like the text of a trace.
+    code, _, err = run(capsys, "--db", str(tmp_path / "x\x1b[2J.db"), "ls")
+    assert code == 2 and "x\\x1b[2J.db" in err and "\x1b" not in err
+
+
 def test_resolve_db(tmp_path: Path) -> None:
     here = Path("/srv/app")
     assert resolve_db("sqlite:////x/y.db", {}, here) == "sqlite:////x/y.db"

@@ -201,7 +201,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _fail(message: str, status: int) -> int:
-    print(f"{PROG}: error: {' '.join(message.split())}", file=sys.stderr)
+    # One line, and terminal-safe: a path may hold control characters, or bytes that are not UTF-8.
+    print(f"{PROG}: error: {safe(' '.join(message.split()))}", file=sys.stderr)
     return status
 
 

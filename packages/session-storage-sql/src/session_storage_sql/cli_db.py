@@ -271,7 +271,7 @@ def _checked(db: Database) -> Database:
 
 def _check_sqlite_file(path: Path, shown: str) -> None:
     """Check, without writing, that `path` is a session database (`CliError` otherwise)."""
-    uri = f"file:{quote(path.as_posix())}?mode=ro"
+    uri = f"file:{_quote_file(path)}?mode=ro"
     try:
         conn = sqlite3.connect(uri, uri=True, timeout=5.0)
         try:
@@ -296,8 +296,14 @@ def _not_sessions(shown: str) -> str:
 def _read_only_sqlite_engine(path: Path) -> Engine:
     """An engine for the file `path`, built without parsing a URL, whose connections (``mode=ro``) can never
     create or change the file."""
-    url = URL.create("sqlite", database="file:" + quote(path.as_posix()), query={"mode": "ro", "uri": "true"})
+    url = URL.create("sqlite", database="file:" + _quote_file(path), query={"mode": "ro", "uri": "true"})
     return create_engine(url, connect_args={"check_same_thread": False, "timeout": 5.0}, hide_parameters=True)
+
+
+def _quote_file(path: Path) -> str:
+    """`path` percent-encoded for a SQLite ``file:`` URI, byte for byte as the file system names it (a name that
+    is not UTF-8 reaches Python as lone surrogates, which no text encoding takes)."""
+    return quote(os.fsencode(path.as_posix()))
 
 
 def _prefix_upper_bound(prefix: str) -> str | None:
