@@ -526,6 +526,34 @@ def test_files_that_are_not_session_databases(tmp_path: Path, capsys: pytest.Cap
     assert_user_error(run(capsys, "--db", "mysql://db/x", "ls"), "SQLite or PostgreSQL")
 
 
+@pytest.mark.parametrize("missing", ["tables", "version"])
+def test_a_database_with_only_part_of_the_schema_is_refused_unchanged(
+    missing: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A database with a session_storage_meta table but not the other session tables (or no recorded version)
+    is not a session database: the storage, opened read-only, failed with "attempt to write a readonly database"
+    naming its internal read-only URI (exit 1); on PostgreSQL it created the tables (see below)."""
+    path = tmp_path / "partial.db"
+    with sqlite3.connect(path) as conn:
+        conn.execute("CREATE TABLE session_storage_meta (key TEXT PRIMARY KEY, value TEXT)")
+        if missing == "tables":
+            conn.execute("INSERT INTO session_storage_meta VALUES ('schema_version', '1')")
+        else:
+            conn.execute("CREATE TABLE sessions (uid TEXT)")
+            conn.execute("CREATE TABLE traces (trace_id TEXT)")
+            conn.execute("CREATE TABLE trace_sessions (trace_id TEXT)")
+    conn.close()
+    before = hashlib.sha256(path.read_bytes()).hexdigest()
+    fragment = (
+        "lacks the sessions, traces, trace_sessions tables" if missing == "tables" else "records no schema_version"
+    )
+    for command in (["ls"], ["stats"], ["show", "abcdef12"]):
+        assert_user_error(
+            run(capsys, "--db", str(path), *command), f"{sqlite_url(path)} is not a session database", fragment
+        )
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == before
+
+
 def test_a_database_written_by_a_newer_version_is_named_as_the_user_gave_it(db: Db) -> None:
     with sqlite3.connect(db.path) as conn:
         conn.execute("UPDATE session_storage_meta SET value = '99' WHERE key = 'schema_version'")
@@ -866,5 +894,34 @@ def test_a_postgresql_database_without_session_tables_is_not_changed(
     try:
         with engine.connect() as conn:
             assert inspect(conn).get_table_names() == []
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.parametrize("missing", ["tables", "version"])
+def test_a_postgresql_database_with_only_part_of_the_schema_is_not_completed(
+    missing: str, postgres_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """session-sql opened it through the storage, which created the missing tables (or recorded a version): a
+    write by the read-only command. It is refused, and left as it was."""
+    from sqlalchemy import create_engine, inspect, text
+
+    engine = create_engine(postgres_url.replace("postgresql://", "postgresql+psycopg://", 1))
+    try:
+        with engine.begin() as conn:
+            conn.execute(text("CREATE TABLE session_storage_meta (key TEXT PRIMARY KEY, value TEXT)"))
+            if missing == "tables":
+                conn.execute(text("INSERT INTO session_storage_meta VALUES ('schema_version', '1')"))
+            else:
+                for table in ("sessions", "traces", "trace_sessions"):
+                    conn.execute(text(f"CREATE TABLE {table} (x TEXT)"))
+        with engine.connect() as conn:
+            before = sorted(inspect(conn).get_table_names())
+        assert_user_error(run(capsys, "--db", postgres_url, "ls"), "is not a session database")
+        with engine.connect() as conn:
+            assert sorted(inspect(conn).get_table_names()) == before
+            assert conn.execute(text("SELECT count(*) FROM session_storage_meta")).scalar_one() == (
+                1 if missing == "tables" else 0
+            )
     finally:
         engine.dispose()

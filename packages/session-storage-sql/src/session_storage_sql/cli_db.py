@@ -251,15 +251,17 @@ def _open_sqlite_file(path: Path, shown: str) -> Database:
 
 
 def _checked(db: Database) -> Database:
-    """`db` once it is known to hold the session tables (closed, and `CliError`, otherwise)."""
+    """`db` once it is known to hold the session tables and a recorded schema version (closed, and `CliError`,
+    otherwise). Checked before the storage touches it: the storage creates missing tables and records a
+    missing version, which would be a write (and on a read-only SQLite file, a confusing failure)."""
     try:
-        present = db._read(lambda conn: inspect(conn).has_table(_META_TABLE), failure=f"cannot open {db.url}", status=2)
+        problem = db._read(lambda conn: _schema_problem(conn, db._tables), failure=f"cannot open {db.url}", status=2)
     except CliError:
         db.close()
         raise
-    if not present:
+    if problem is not None:
         db.close()
-        raise CliError(_not_sessions(db.url))
+        raise CliError(_not_sessions(db.url, problem))
     try:
         _ = db.storage.schema_version  # read now, so that a newer schema is reported under `db.url`
     except SchemaVersionError as exc:
@@ -267,6 +269,22 @@ def _checked(db: Database) -> Database:
         # The storage names the database by the engine it was given (a read-only SQLite URI, for a file).
         raise CliError(str(SchemaVersionError(db.url, exc.found, exc.supported)), status=1) from None
     return db
+
+
+def _schema_problem(conn: Any, tables: Tables) -> str | None:
+    """Why the database on `conn` is no session database, or None when it is one."""
+    inspector = inspect(conn)
+    if not inspector.has_table(tables.meta.name):
+        return f"it has no {tables.meta.name} table"
+    missing = [
+        t.name for t in (tables.sessions, tables.traces, tables.trace_sessions) if not inspector.has_table(t.name)
+    ]
+    if missing:
+        return f"it lacks the {', '.join(missing)} table{'s' if len(missing) > 1 else ''}"
+    version = conn.execute(select(tables.meta.c.value).where(tables.meta.c.key == "schema_version")).first()
+    if version is None:
+        return f"its {tables.meta.name} table records no schema_version"
+    return None
 
 
 def _check_sqlite_file(path: Path, shown: str) -> None:
@@ -286,11 +304,8 @@ def _check_sqlite_file(path: Path, shown: str) -> None:
         raise CliError(_not_sessions(shown))
 
 
-def _not_sessions(shown: str) -> str:
-    return (
-        f"{shown} is not a session database (it has no {_META_TABLE} table); point --db at the database your "
-        "sessions write to"
-    )
+def _not_sessions(shown: str, problem: str = f"it has no {_META_TABLE} table") -> str:
+    return f"{shown} is not a session database ({problem}); point --db at the database your sessions write to"
 
 
 def _read_only_sqlite_engine(path: Path) -> Engine:
