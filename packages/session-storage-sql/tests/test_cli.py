@@ -496,6 +496,12 @@ def test_a_missing_database_is_an_error_and_is_never_created(
         assert_user_error(run(capsys, "--db", f"sqlite:///{missing}", *command), "does not exist")
     assert list(tmp_path.iterdir()) == []
     assert_user_error(run(capsys, "--db", str(tmp_path), "ls"), "is a directory")
+    if hasattr(os, "mkfifo"):  # a path that exists but is no regular file was said not to exist
+        fifo = tmp_path / "pipe.db"
+        os.mkfifo(fifo)
+        assert_user_error(run(capsys, "--db", str(fifo), "ls"), "is not a regular file")
+    # A path the system refuses to look up (too long here; no permission alike) ended in an OSError traceback.
+    assert_user_error(run(capsys, "--db", str(tmp_path / ("a" * 300)), "ls"), "cannot be read")
 
 
 def test_a_sqlite_uri_is_opened_read_only_too(db: Db, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -8,8 +8,10 @@ path or URL is an error rather than a new empty database.
 
 from __future__ import annotations
 
+import errno
 import os
 import sqlite3
+import stat
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -238,8 +240,13 @@ def open_database(target: str | Path) -> Database:
 
 def _open_sqlite_file(path: Path, shown: str) -> Database:
     """A SQLite file, checked to exist and to be a session database before the storage touches it."""
-    if not path.is_file():
-        what = "is a directory" if path.is_dir() else "does not exist"
+    try:
+        mode = path.stat().st_mode
+        what = "is a directory" if stat.S_ISDIR(mode) else None if stat.S_ISREG(mode) else "is not a regular file"
+    except OSError as exc:  # ENOENT, ENOTDIR; or EACCES, ENAMETOOLONG, ELOOP
+        missing = exc.errno in (errno.ENOENT, errno.ENOTDIR)
+        what = "does not exist" if missing else f"cannot be read ({exc.strerror or exc})"
+    if what is not None:
         raise CliError(
             f"no session database at {path}: the file {what} (session-sql never creates one; pass "
             "--db PATH_OR_URL or set $SESSION_STORAGE_URL)"
