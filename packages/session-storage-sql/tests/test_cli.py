@@ -500,6 +500,9 @@ def test_a_missing_database_is_an_error_and_is_never_created(
         fifo = tmp_path / "pipe.db"
         os.mkfifo(fifo)
         assert_user_error(run(capsys, "--db", str(fifo), "ls"), "is not a regular file")
+    # A home directory no user has: Path.expanduser raised RuntimeError, a traceback.
+    for given in ("~no-such-user-here/x.db", "sqlite:///~no-such-user-here/x.db"):
+        assert_user_error(run(capsys, "--db", given, "ls"), "~no-such-user-here", "home directory")
     # A path the system refuses to look up (too long here; no permission alike) ended in an OSError traceback.
     assert_user_error(run(capsys, "--db", str(tmp_path / ("a" * 300)), "ls"), "cannot be read")
 

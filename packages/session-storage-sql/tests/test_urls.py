@@ -64,6 +64,8 @@ def test_unsupported_or_malformed_urls_say_what_to_use() -> None:
     with pytest.raises(InvalidStorageURL) as info:
         SqlSessionStorage("not a url at all")
     assert isinstance(info.value, (StorageError, ValueError))
+    with pytest.raises(InvalidStorageURL, match="'~no-such-user-here' names no home directory"):
+        SqlSessionStorage("sqlite:///~no-such-user-here/x.db")  # was a RuntimeError from Path.expanduser
     with pytest.raises(UnknownStorageScheme, match="mssql"):
         open_storage("mssql://h/db")
     with pytest.raises(TypeError, match="not both"):

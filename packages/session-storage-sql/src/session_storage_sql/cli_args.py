@@ -59,7 +59,12 @@ def resolve_db(db: str | None, environ: Mapping[str, str] | None = None, cwd: Pa
 def _url_or_path(text: str, here: Path) -> str | Path:
     if "://" in text:
         return text
-    path = Path(text).expanduser()
+    try:
+        path = Path(text).expanduser()
+    except RuntimeError:  # "~someone/...": no such user, or no home directory
+        raise CliError(
+            f"cannot open {text}: {text.split('/', 1)[0]!r} names no home directory (no such user?)"
+        ) from None
     return path if path.is_absolute() else here / path
 
 

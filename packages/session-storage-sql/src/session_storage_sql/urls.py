@@ -108,7 +108,13 @@ def parse_storage_url(url: str | URL) -> StorageURL:
         if database in _MEMORY or database.startswith("file::memory:"):
             return StorageURL(parsed.set(database=":memory:"), None, "sqlite")
         if not database.startswith("file:"):
-            database = sqlite_path(database)
+            try:
+                database = sqlite_path(database)
+            except RuntimeError:  # Path.expanduser: "~someone" names no user with a home directory
+                raise InvalidStorageURL(
+                    f"cannot use storage URL {_scrub(str(url))!r}: {database.split('/', 1)[0]!r} names no home "
+                    "directory (no such user?)"
+                ) from None
         elif not database.startswith("file:/"):  # a relative URI path: made absolute too, escaped as a URI's
             database = f"file:{quote(Path.cwd().as_posix())}/{database[5:]}"
         engine_url = parsed.set(database=database)
