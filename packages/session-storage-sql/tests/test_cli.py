@@ -278,6 +278,40 @@ def test_tree_json_is_the_nested_structure(db: Db, capsys: pytest.CaptureFixture
     assert "traces" not in plain and plain["children"][0]["uid"] == u["agent"]
 
 
+def test_a_tree_deeper_than_the_recursion_limit(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A chain of sessions each nested in the last (an agent loop that opens a session per step) 1,200 deep: the
+    storage reads it, but session-sql tree built and printed it recursively and died with RecursionError from
+    about 500 levels on, as text, as a rich tree and as --json."""
+    path = tmp_path / "deep.db"
+    chain = [f"deep{i:06d}" for i in range(1200)]
+    storage = SqliteSessionStorage(path)
+    storage.add_trace(chain, "step", Trace(name="leaf"))
+    storage.close()
+    d = ("--db", str(path))
+    code, out, err = run(capsys, *d, "--plain", "tree", chain[0], "--traces")
+    assert (code, err) == (0, "")
+    lines = out.splitlines()
+    assert len(lines) == 1200 + 1 + 1  # the sessions, the trace, the summary
+    assert lines[1199].endswith("└── step deep001199  1 trace")
+    assert lines[1200].startswith(" " * 4 * 1199 + "└── • ") and lines[1200].endswith(" leaf")
+    if HAS_RICH:
+        code, out, err = run(capsys, *d, "tree", chain[0])
+        assert (code, err) == (0, "") and "1200 sessions, 1 trace" in out
+    code, out, err = run(capsys, *d, "--json", "tree", chain[0], "--traces")
+    assert (code, err) == (0, "")
+    limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(10_000)  # json.loads recurses per level too (the output is 2,400 levels deep)
+    try:
+        node = json.loads(out)
+    finally:
+        sys.setrecursionlimit(limit)
+    for uid in chain:
+        assert node["uid"] == uid and node["trace_count"] == 1
+        if uid != chain[-1]:
+            (node,) = node["children"]
+    assert node["children"] == [] and [t["name"] for t in node["traces"]] == ["leaf"]
+
+
 # -- show -----------------------------------------------------------------------------------------------------
 def test_show_lists_the_traces_with_time_model_tokens_latency_and_clipped_text(
     db: Db, capsys: pytest.CaptureFixture[str]

@@ -289,9 +289,9 @@ def cmd_tree(args: argparse.Namespace, out: Output) -> int:
             for trace in found:
                 traces.setdefault(owners.get(trace.trace_id, record.uid), []).append(trace)
     if args.json:
-        out.json(_tree_dict(root, traces))
+        sys.stdout.write(_tree_json(root, traces) + "\n")
         return 0
-    out.tree(_tree_node(root, None, traces, with_date))
+    out.tree(_tree_nodes(root, traces, with_date))
     sessions = len(root)
     summary = f"{sessions} session{'s' if sessions != 1 else ''}, {_traces_text(root.trace_count)}"
     if not record.is_root:
@@ -302,9 +302,24 @@ def cmd_tree(args: argparse.Namespace, out: Output) -> int:
     return 0
 
 
+def _tree_nodes(root: SessionNode, traces: dict[str, list[Trace]] | None, with_date: bool) -> Node:
+    """The tree to show, built without recursion (a chain of sessions may be deeper than Python's recursion limit)."""
+    top = _tree_node(root, None, traces, with_date)
+    pending: list[tuple[SessionNode, Node, dict[str, Any] | None]] = [(root, top, None)]
+    while pending:
+        node, shown, inherited = pending.pop()
+        merged = node.session.metadata if node.session.metadata is not None else inherited
+        for child in node.children:
+            child_shown = _tree_node(child, merged or {}, traces, with_date)
+            shown.children.append(child_shown)
+            pending.append((child, child_shown, merged or {}))
+    return top
+
+
 def _tree_node(
     node: SessionNode, inherited: dict[str, Any] | None, traces: dict[str, list[Trace]] | None, with_date: bool
 ) -> Node:
+    """One session of the tree, with its own traces (its child sessions are added by `_tree_nodes`)."""
     record = node.session
     label: list[Segment] = [(_name(record), "bold"), (" ", ""), (short_uid(record.uid), "cyan"), ("  ", "")]
     counts = _traces_text(node.trace_count)
@@ -318,8 +333,6 @@ def _tree_node(
     if traces is not None:
         for trace in traces.get(record.uid, ()):
             result.children.append(Node(_trace_label(trace, with_date)))
-    merged = record.metadata if record.metadata is not None else inherited
-    result.children.extend(_tree_node(child, merged or {}, traces, with_date) for child in node.children)
     return result
 
 
@@ -336,16 +349,37 @@ def _trace_label(trace: Trace, with_date: bool) -> list[Segment]:
     return label
 
 
-def _tree_dict(node: SessionNode, traces: dict[str, list[Trace]] | None) -> dict[str, Any]:
-    data: dict[str, Any] = {
-        **_record_dict(node.session),
-        "trace_count": node.trace_count,
-        "own_trace_count": node.own_trace_count,
-    }
-    if traces is not None:
-        data["traces"] = [t.to_dict() for t in traces.get(node.uid, ())]
-    data["children"] = [_tree_dict(child, traces) for child in node.children]
-    return data
+def _tree_json(root: SessionNode, traces: dict[str, list[Trace]] | None) -> str:
+    """The ``--json`` tree: each session's fields, then its ``children``, nested and indented as
+    ``json.dumps(indent=2)`` lays them out, but written without recursion (see `_tree_nodes`)."""
+    parts: list[str] = []
+    pending: list[tuple[SessionNode, str] | str] = [(root, "")]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, str):
+            parts.append(item)
+            continue
+        node, pad = item
+        fields: dict[str, Any] = {
+            **_record_dict(node.session),
+            "trace_count": node.trace_count,
+            "own_trace_count": node.own_trace_count,
+        }
+        if traces is not None:
+            fields["traces"] = [t.to_dict() for t in traces.get(node.uid, ())]
+        body = json_text(fields, indent=2)[: -len("\n}")].replace("\n", "\n" + pad)
+        if not node.children:
+            parts.append(f'{body},\n{pad}  "children": []\n{pad}}}')
+            continue
+        parts.append(f'{body},\n{pad}  "children": [\n')
+        inner = pad + "    "
+        pending.append(f"\n{pad}  ]\n{pad}}}")
+        for i in range(len(node.children) - 1, -1, -1):
+            if i < len(node.children) - 1:
+                pending.append(",\n")
+            pending.append((node.children[i], inner))
+            pending.append(inner)
+    return "".join(parts)
 
 
 def _traces_text(count: int) -> str:

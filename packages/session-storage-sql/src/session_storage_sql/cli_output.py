@@ -89,13 +89,11 @@ class PlainOutput:
 
     def tree(self, root: Node) -> None:
         self._write(_plain(root.label))
-        self._branches(root.children, "")
-
-    def _branches(self, children: list[Node], prefix: str) -> None:
-        for i, child in enumerate(children):
-            last = i == len(children) - 1
-            self._write(f"{prefix}{'└── ' if last else '├── '}{_plain(child.label)}")
-            self._branches(child.children, prefix + ("    " if last else "│   "))
+        pending = _branches(root.children, "")  # a stack, not recursion: a tree may be thousands of levels deep
+        while pending:
+            node, prefix, last = pending.pop()
+            self._write(f"{prefix}{'└── ' if last else '├── '}{_plain(node.label)}")
+            pending += _branches(node.children, prefix + ("    " if last else "│   "))
 
     def fields(self, title: str, pairs: list[tuple[str, str]]) -> None:
         if title:
@@ -206,6 +204,11 @@ def make_output(plain: bool = False, stream: IO[str] | None = None) -> Output:
     if not plain:
         logger.debug('rich is not installed: plain-text output (pip install "session-storage-sql[cli]")')
     return PlainOutput(stream)
+
+
+def _branches(children: list[Node], prefix: str) -> list[tuple[Node, str, bool]]:
+    """`children` as (node, prefix, is last) to push on a stack: reversed, so the first is popped first."""
+    return [(child, prefix, i == len(children) - 1) for i, child in reversed(list(enumerate(children)))]
 
 
 def _plain(label: list[Segment]) -> str:
