@@ -199,6 +199,9 @@ def test_ls_with_a_limit_beyond_64_bits_lists_everything(db: Db, capsys: pytest.
     for option in ("--limit", "--last"):
         listed = run_json(capsys, "--db", str(db.path), "ls", option, "99999999999999999999", "--json")
         assert sorted(r["uid"] for r in listed) == sorted(r["uid"] for r in everything)
+    # stats --top likewise (it ended in an OverflowError traceback on SQLite)
+    top = run_json(capsys, "--db", str(db.path), "stats", "--top", "99999999999999999999", "--json")["top_names"]
+    assert sum(entry["sessions"] for entry in top) == len(everything)
 
 
 def test_global_options_go_before_or_after_the_command(db: Db, capsys: pytest.CaptureFixture[str]) -> None:

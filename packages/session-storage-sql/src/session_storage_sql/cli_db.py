@@ -37,6 +37,7 @@ MIN_PREFIX = 6
 _META_TABLE = "session_storage_meta"
 _CHUNK = 500  # uids per IN (...) list
 _SHOWN_CANDIDATES = 5
+_MAX_LIMIT = 2**63 - 1  # the largest LIMIT a 64-bit integer parameter holds; more ranks every name anyway
 
 
 @dataclass
@@ -166,7 +167,7 @@ class Database:
             select(s.c.name, func.count().label("n"))
             .group_by(s.c.name)
             .order_by(func.count().desc(), s.c.name)
-            .limit(max(top, 0))
+            .limit(min(max(top, 0), _MAX_LIMIT))  # a larger LIMIT is no parameter SQLite (or PostgreSQL) takes
         )
 
         def read(conn: Any) -> tuple[Any, Any, list[Any]]:
