@@ -469,6 +469,19 @@ def test_json_output_is_strict_json_when_a_trace_holds_nan_or_infinity(
     assert {k: _strict_json(out)["traces"][0][k] for k in expected} == expected
 
 
+def test_export_never_writes_over_the_database_it_reads(db: Db, capsys: pytest.CaptureFixture[str]) -> None:
+    """``export UID -o sessions.db`` (a slip for ``-o session.jsonl``) truncated the database to the export."""
+    before = hashlib.sha256(db.path.read_bytes()).hexdigest()
+    link = db.path.parent / "same.db"
+    link.symlink_to(db.path)
+    for target in (db.path, link):
+        assert_user_error(
+            run(capsys, "--db", str(db.path), "export", db.uids["root"], "-o", str(target)), "is the database"
+        )
+    assert hashlib.sha256(db.path.read_bytes()).hexdigest() == before
+    assert run_json(capsys, "--db", str(db.path), "stats", "--json")["traces"] == 5
+
+
 # -- stats ----------------------------------------------------------------------------------------------------
 def test_stats_counts_sessions_traces_names_and_size(db: Db, capsys: pytest.CaptureFixture[str]) -> None:
     data = run_json(capsys, "--db", str(db.path), "stats", "--json")

@@ -457,6 +457,7 @@ def cmd_export(args: argparse.Namespace, out: Output) -> int:
     with _database(args) as db:
         record = db.find_session(args.uid)
         traces = db.storage.get_traces(record.uid)
+        source = db.path
     if args.format == "jsonl":
         text = "".join(json_text(t.to_dict()) + "\n" for t in traces)
     else:
@@ -466,6 +467,8 @@ def cmd_export(args: argparse.Namespace, out: Output) -> int:
         sys.stdout.write(text)
         return 0
     target = Path(args.output)
+    if source is not None and _same_file(target, source):
+        raise CliError(f"{target} is the database being read: give another file to export to (-o)")
     try:
         with open(target, "w", encoding="utf-8", newline="\n") as stream:
             stream.write(text)
@@ -476,6 +479,17 @@ def cmd_export(args: argparse.Namespace, out: Output) -> int:
         file=sys.stderr,
     )
     return 0
+
+
+def _same_file(target: Path, source: Path) -> bool:
+    """Whether `target` is `source` or its write-ahead log or shared-memory file (by any name or link)."""
+    for path in (source, Path(f"{source}-wal"), Path(f"{source}-shm")):
+        try:
+            if os.path.samefile(target, path):
+                return True
+        except OSError:  # one of them does not exist (yet)
+            continue
+    return False
 
 
 # -- stats ----------------------------------------------------------------------------------------------------
