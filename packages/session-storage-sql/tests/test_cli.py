@@ -646,6 +646,29 @@ def test_bad_arguments_are_one_line_errors(db: Db, capsys: pytest.CaptureFixture
     assert_user_error(run(capsys, *d, "show", "0123456789abcdef"), "no session with uid or uid prefix")
 
 
+def test_a_url_given_in_the_wrong_place_is_never_echoed_with_its_password(
+    db: Db, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A URL typed without --db (``session-sql ls postgresql://app:pw@db/x``) or in another option's place was
+    quoted back whole in the usage error: the password went to the terminal, and to any CI log."""
+    url = "postgresql://app:s3cret-pw@db.internal:5432/traces?sslpassword=k3y-pw"
+    d = ("--db", str(db.path))
+    for args in (
+        ["ls", url],
+        [url, "ls"],
+        [*d, "show", "a", url],
+        [*d, "ls", "--limit", url],
+        [*d, "ls", "--since", url],
+        [*d, "ls", "--meta", url.partition("?")[0]],  # with its query, the URL is a key=value filter
+        [*d, "show", url],
+        [*d, "stats", "--top", url],
+    ):
+        code, out, err = run(capsys, *args)
+        assert code == 2 and out == "" and err.count("\n") == 1, err
+        assert "s3cret" not in err and "k3y" not in err, err
+        assert "postgresql://app@db.internal:5432/traces" in err  # still says what was given where
+
+
 def test_postgresql_without_its_extra_or_its_server_is_a_one_line_error(capsys: pytest.CaptureFixture[str]) -> None:
     url = "postgresql://nobody@127.0.0.1:1/nothing"  # port 1: refused at once
     if importlib.util.find_spec("psycopg") is None:  # the bare variant

@@ -11,14 +11,15 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import io
 import os
 import sys
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager, redirect_stderr
 from pathlib import Path
 from typing import Any, NoReturn
 
-from session_core import MissingOptionalDependency, StorageError, Trace
+from session_core import MissingOptionalDependency, StorageError, Trace, redact_url
 from session_storage_sql._version import __version__
 from session_storage_sql.cli_args import CliError, parse_meta, parse_time, resolve_db
 from session_storage_sql.cli_db import MIN_PREFIX, Database, open_database
@@ -173,10 +174,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``session-sql`` with `argv` (default: the command line); return the exit status."""
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    redact = _redactor(arguments)
     parser = build_parser()
+    usage_errors = io.StringIO()
     try:
-        args = parser.parse_args(argv)
-    except SystemExit as exc:  # --help, --version, or a usage error already printed
+        with redirect_stderr(usage_errors):
+            args = parser.parse_args(arguments)
+    except SystemExit as exc:  # --help, --version, or a usage error (printed here, without any password)
+        sys.stderr.write(redact(usage_errors.getvalue()))
         return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 2)
     out = make_output(plain=args.plain)
     try:
@@ -184,11 +190,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stdout.flush()
         return status
     except CliError as exc:
-        return _fail(str(exc), exc.status)
+        return _fail(redact(str(exc)), exc.status)
     except MissingOptionalDependency as exc:
-        return _fail(str(exc), 2)
+        return _fail(redact(str(exc)), 2)
     except StorageError as exc:
-        return _fail(str(exc), 1)
+        return _fail(redact(str(exc)), 1)
     except BrokenPipeError:
         # The reader (head, less) went away: stop quietly, and keep Python from complaining at exit.
         try:
@@ -198,6 +204,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
+
+
+def _redactor(arguments: list[str]) -> Callable[[str], str]:
+    """A function that removes from a message the password of any URL among `arguments` (a URL typed in the
+    wrong place is quoted back by the usage error that names it), keeping the rest of the URL."""
+    pairs = [(arg, redact_url(arg)) for arg in arguments if "://" in arg]
+    pairs = sorted(((arg, shown) for arg, shown in pairs if shown != arg), key=lambda pair: -len(pair[0]))
+
+    def redact(message: str) -> str:
+        for arg, shown in pairs:
+            message = message.replace(arg, shown)
+        return message
+
+    return redact
 
 
 def _fail(message: str, status: int) -> int:
