@@ -937,6 +937,34 @@ def test_a_lone_surrogate_in_a_trace_is_shown_escaped_and_exported_exactly(tmp_p
     assert [Trace.from_dict(t) for t in json.loads(target.read_text(encoding="utf-8"))["traces"]] == expected
 
 
+def test_an_output_stream_that_is_not_utf8_gets_escapes_not_a_traceback(tmp_path: Path) -> None:
+    """Standard output in a legacy encoding (a Latin-1 locale; a pipe on Windows, which is cp1252): any name or
+    trace text outside it ended every command in UnicodeEncodeError. Text is now written with backslash
+    escapes, JSON with \\u escapes (the same JSON, in ASCII)."""
+    path = tmp_path / "names.db"
+    storage = SqliteSessionStorage(path)
+    storage.add_trace(["unicode01"], "名前 ✓", Trace(name="chat ✓", input="héllo 世界", output="ok"))
+    storage.close()
+    d = ("--db", str(path))
+    env = {**_env(), "PYTHONIOENCODING": "ascii"}
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        command = [sys.executable, "-m", "session_storage_sql.cli", *d, *args]
+        return subprocess.run(command, capture_output=True, text=True, env=env, timeout=60)
+
+    for args in (["--plain", "ls"], ["ls"], ["--plain", "show", "unicode01"], ["tree", "unicode01", "--traces"]):
+        done = cli(*args)
+        assert (done.returncode, done.stderr) == (0, ""), done.stderr
+        assert "\\u540d\\u524d" in done.stdout  # 名前, escaped
+    for args in (["--json", "ls"], ["--json", "show", "unicode01"], ["--json", "tree", "unicode01", "--traces"]):
+        done = cli(*args)
+        assert (done.returncode, done.stderr) == (0, ""), done.stderr
+        assert done.stdout.isascii() and "名前 ✓" in json.dumps(json.loads(done.stdout), ensure_ascii=False)
+    done = cli("export", "unicode01")
+    assert (done.returncode, done.stderr) == (0, ""), done.stderr
+    assert Trace.from_dict(json.loads(done.stdout)).input == "héllo 世界"
+
+
 # -- PostgreSQL -----------------------------------------------------------------------------------------------
 def test_postgresql_database(postgres_url: str, capsys: pytest.CaptureFixture[str]) -> None:
     storage = SqlSessionStorage(postgres_url)

@@ -38,7 +38,16 @@ from session_storage_sql.cli_format import (
     short_uid,
     summarize,
 )
-from session_storage_sql.cli_output import Column, Node, Output, Segment, Table, make_output
+from session_storage_sql.cli_output import (
+    Column,
+    Node,
+    Output,
+    Segment,
+    Table,
+    escape_what_stdout_cannot_encode,
+    make_output,
+    takes_unicode,
+)
 from session_storage_sql.records import SessionNode, SessionRecord
 
 __all__ = ["build_parser", "main"]
@@ -184,6 +193,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as exc:  # --help, --version, or a usage error (printed here, without any password)
         sys.stderr.write(redact(usage_errors.getvalue()))
         return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 2)
+    escape_what_stdout_cannot_encode()
     out = make_output(plain=args.plain)
     try:
         status: int = args.handler(args, out)
@@ -309,7 +319,7 @@ def cmd_tree(args: argparse.Namespace, out: Output) -> int:
             for trace in found:
                 traces.setdefault(owners.get(trace.trace_id, record.uid), []).append(trace)
     if args.json:
-        sys.stdout.write(_tree_json(root, traces) + "\n")
+        sys.stdout.write(_tree_json(root, traces, ascii_only=not takes_unicode(sys.stdout)) + "\n")
         return 0
     out.tree(_tree_nodes(root, traces, with_date))
     sessions = len(root)
@@ -369,7 +379,7 @@ def _trace_label(trace: Trace, with_date: bool) -> list[Segment]:
     return label
 
 
-def _tree_json(root: SessionNode, traces: dict[str, list[Trace]] | None) -> str:
+def _tree_json(root: SessionNode, traces: dict[str, list[Trace]] | None, *, ascii_only: bool = False) -> str:
     """The ``--json`` tree: each session's fields, then its ``children``, nested and indented as
     ``json.dumps(indent=2)`` lays them out, but written without recursion (see `_tree_nodes`)."""
     parts: list[str] = []
@@ -387,7 +397,7 @@ def _tree_json(root: SessionNode, traces: dict[str, list[Trace]] | None) -> str:
         }
         if traces is not None:
             fields["traces"] = [t.to_dict() for t in traces.get(node.uid, ())]
-        body = json_text(fields, indent=2)[: -len("\n}")].replace("\n", "\n" + pad)
+        body = json_text(fields, indent=2, ascii_only=ascii_only)[: -len("\n}")].replace("\n", "\n" + pad)
         if not node.children:
             parts.append(f'{body},\n{pad}  "children": []\n{pad}}}')
             continue
@@ -478,12 +488,14 @@ def cmd_export(args: argparse.Namespace, out: Output) -> int:
         record = db.find_session(args.uid)
         traces = db.storage.get_traces(record.uid)
         source = db.path
+    to_stdout = args.output is None or args.output == "-"
+    ascii_only = to_stdout and not takes_unicode(sys.stdout)  # a file is always written in UTF-8
     if args.format == "jsonl":
-        text = "".join(json_text(t.to_dict()) + "\n" for t in traces)
+        text = "".join(json_text(t.to_dict(), ascii_only=ascii_only) + "\n" for t in traces)
     else:
         document = {"session": _record_dict(record), "traces": [t.to_dict() for t in traces]}
-        text = json_text(document, indent=2) + "\n"
-    if args.output is None or args.output == "-":
+        text = json_text(document, indent=2, ascii_only=ascii_only) + "\n"
+    if to_stdout:
         sys.stdout.write(text)
         return 0
     target = Path(args.output)

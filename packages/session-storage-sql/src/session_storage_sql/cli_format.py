@@ -178,17 +178,18 @@ def summarize(value: Any, width: int) -> str:
     return clip(value, width)
 
 
-def json_text(value: Any, *, indent: int | None = None) -> str:
-    """`value` as strict JSON text (non-ASCII as is) that any parser reads and a UTF-8 stream can always take.
+def json_text(value: Any, *, indent: int | None = None, ascii_only: bool = False) -> str:
+    """`value` as strict JSON text (non-ASCII as is, or escaped with `ascii_only`) that any parser reads and a
+    UTF-8 stream can always take.
 
     NaN and the infinities, which a trace may hold but JSON has no token for, are written as the strings
     ``"NaN"``, ``"Infinity"`` and ``"-Infinity"`` (as session metadata is stored); a lone surrogate, which UTF-8
     cannot encode, as its ``\\uXXXX`` escape, which parses back to it."""
     try:
-        text = json.dumps(value, indent=indent, ensure_ascii=False, allow_nan=False, default=str)
+        text = json.dumps(value, indent=indent, ensure_ascii=ascii_only, allow_nan=False, default=str)
     except ValueError:  # NaN or an infinity somewhere
-        text = json.dumps(_finite(value), indent=indent, ensure_ascii=False, allow_nan=False, default=str)
-    return _SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
+        text = json.dumps(_finite(value), indent=indent, ensure_ascii=ascii_only, allow_nan=False, default=str)
+    return text if ascii_only else _SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
 
 
 def _finite(value: Any) -> Any:

@@ -6,6 +6,8 @@ clipped by `cli_format`; an `Output` only lays it out, so both renderers show th
 
 from __future__ import annotations
 
+import codecs
+import io
 import logging
 import os
 import sys
@@ -14,7 +16,18 @@ from typing import IO, Any, Literal, Protocol
 
 from session_storage_sql.cli_format import json_text
 
-__all__ = ["Column", "Node", "Output", "PlainOutput", "Segment", "Table", "make_output", "rich_available"]
+__all__ = [
+    "Column",
+    "Node",
+    "Output",
+    "PlainOutput",
+    "Segment",
+    "Table",
+    "escape_what_stdout_cannot_encode",
+    "make_output",
+    "rich_available",
+    "takes_unicode",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -55,7 +68,27 @@ class Output(Protocol):
 
 
 def _dump_json(data: Any, stream: IO[str]) -> None:
-    stream.write(json_text(data, indent=2) + "\n")
+    stream.write(json_text(data, indent=2, ascii_only=not takes_unicode(stream)) + "\n")
+
+
+def takes_unicode(stream: IO[str]) -> bool:
+    """Whether `stream` encodes every character (UTF-8, UTF-16...), not a legacy code page such as Latin-1 or
+    Windows' cp1252 (what a pipe gets there)."""
+    encoding = getattr(stream, "encoding", None)
+    if not encoding:  # an in-memory stream: text, not bytes
+        return True
+    try:
+        return codecs.lookup(encoding).name.startswith("utf")
+    except LookupError:
+        return False
+
+
+def escape_what_stdout_cannot_encode() -> None:
+    """Make standard output write a character its encoding lacks as a backslash escape (``\\u540d``) rather
+    than fail with UnicodeEncodeError; a UTF-8 stdout is left as it is."""
+    stream = sys.stdout
+    if stream is not None and not takes_unicode(stream) and isinstance(stream, io.TextIOWrapper):
+        stream.reconfigure(errors="backslashreplace")
 
 
 class PlainOutput:
