@@ -8,6 +8,8 @@ import threading
 from typing import Any
 
 import pytest
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
 
 from session_core import (
     ContextTooLarge,
@@ -74,6 +76,39 @@ def test_existing_members_are_kept_and_old_session_members_replaced():
         assert header.count("session.uids=") == 1
         assert decode_baggage(header)["uid_chain"] == [s.uid]
         assert strip_session_members(header) == "tenant=acme,other=1"
+
+
+@pytest.mark.parametrize("member", ["%73ession.m.admin=true", "%73ession.m.k=%22x%22", "%73ession.name=evil"])
+def test_percent_encoded_session_members_of_existing_are_replaced_too(member):
+    """`%73ession.m.admin` reads as ``session.m.admin`` (to us and to OpenTelemetry): session_baggage's shortcut for
+    headers without ``session.`` kept it, so whoever wrote `existing` added metadata to the session (or, with a key
+    the session has, got the whole context refused as a duplicate), where encode_baggage replaced it."""
+    with ContextVarSession("s", k="v") as s:
+        header = session_baggage(s, existing=f"tenant=acme,{member}")
+        assert header == encode_baggage(s.to_context(), existing=f"tenant=acme,{member}")
+        assert strip_session_members(header) == "tenant=acme"
+        assert decode_baggage(header, strict=True) == s.to_context()
+
+
+existing_members = st.lists(
+    st.sampled_from(["a=1", "%73ession.m.k=1", "%73ession.m.q=1", "x=%2C;p=1", "session.m.q=2", "%41=%42", " b = c "]),
+    max_size=4,
+).map(",".join)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.dictionaries(st.sampled_from(["k", "q", "n"]), st.integers() | st.text(max_size=5), max_size=3),
+    existing_members,
+)
+@example({"k": 1}, "%73ession.m.q=1")
+@example({"k": 1}, "%73ession.m.k=1")
+def test_session_baggage_decodes_as_encode_baggage_whatever_existing_holds(metadata, existing):
+    with ContextVarSession("s", **metadata) as s:
+        ours = session_baggage(s, existing=existing)
+        theirs = encode_baggage(s.to_context(), existing=existing)
+    assert strip_session_members(ours) == strip_session_members(theirs)
+    assert decode_baggage(ours) == decode_baggage(theirs) == s.to_context()
 
 
 def test_metadata_json_cannot_carry_is_left_out_once_with_one_warning(caplog):

@@ -169,6 +169,7 @@ def _others(existing: str | None) -> str:
     """The members of `existing` that are not session members, in order."""
     if not existing:
         return ""
-    if PREFIX not in existing and ("%" not in existing or "session%2e" not in existing.lower()):
+    # A key can only read as "session.*" (percent-decoded: "%73ession.m.x") if it holds the prefix or a '%'.
+    if PREFIX not in existing and "%" not in existing:
         return ",".join(m.strip(" \t") for m in existing.split(",") if m.strip(" \t"))
     return strip_session_members(existing)
