@@ -30,6 +30,7 @@ from session_core import (
     encode_metadata_slug,
     extract_metadata_from_path,
     get_current_metadata,
+    session_baggage,
     sign_context,
     strip_session_members,
     validate_context,
@@ -147,6 +148,30 @@ class TestBaggage:
         again = encode_baggage(ctx, existing=first)
         assert again.count("session.name=") == 1
         assert strip_session_members(again) == "vendor=x;prop=1,other=2"
+
+    @pytest.mark.parametrize(
+        "member",
+        [
+            "%20session.m.admin=true",
+            "+session.m.admin=true",
+            "session.m.admin%20=true",
+            "%09session.ref=1",
+            "%73ession.m.admin=true",
+        ],
+    )
+    def test_existing_members_opentelemetry_reads_as_session_members_are_replaced(self, member):
+        """OpenTelemetry's propagator reads a key as ``unquote_plus(key).strip()``, so ``%20session.m.admin`` is
+        ``session.m.admin`` to it: kept in `existing`, it reached an OTel-reading service as the session's metadata."""
+        _, _, ctx = ctx_of(a=1)
+        header = encode_baggage(ctx, existing=f"vendor=x,{member},other=2")
+        assert strip_session_members(header) == "vendor=x,other=2"
+        otel_items = {}
+        for raw in header.split(","):
+            k, v = raw.split("=", 1)
+            otel_items[unquote_plus(k).strip()] = unquote_plus(v).strip()
+        assert context_from_baggage_items(otel_items, strict=True) == ctx
+        with ContextVarSession("s", a=1) as s:
+            assert strip_session_members(session_baggage(s, existing=f"vendor=x,{member}")) == "vendor=x"
 
     @pytest.mark.parametrize(
         ("header", "problem"),

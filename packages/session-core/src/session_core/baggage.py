@@ -339,7 +339,10 @@ def split_baggage(header: str) -> list[tuple[str, str, str]]:
 
 
 def strip_session_members(header: str | None) -> str:
-    """`header` without its ``session.*`` members (other members kept verbatim, in order)."""
+    """`header` without its ``session.*`` members (other members kept verbatim, in order).
+
+    A key is read as OpenTelemetry's propagator reads it (``unquote_plus(key).strip()``), so ``%20session.m.x``,
+    which OTel takes for ``session.m.x``, goes too: kept, it would reach an OTel-reading service as ours."""
     if not header:
         return ""
     kept = []
@@ -347,8 +350,10 @@ def strip_session_members(header: str | None) -> str:
         stripped = member.strip(" \t")
         if not stripped:
             continue
-        key = stripped.split("=", 1)[0].strip(" \t")
-        if not unquote(key).startswith(PREFIX):
+        key = stripped.split("=", 1)[0]
+        if "%" in key or "+" in key:
+            key = unquote(key.replace("+", " "))
+        if not key.strip().startswith(PREFIX):
             kept.append(stripped)
     return ",".join(kept)
 
