@@ -10,7 +10,7 @@ import string
 from urllib.parse import quote_plus, unquote_plus, urljoin, urlsplit
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from session_core import (
@@ -37,8 +37,10 @@ from session_core import (
     verify_context,
 )
 from session_core.baggage import MAX_HEADER_BYTES
-from session_core.errors import SignatureError
+from session_core.errors import SignatureError, UnserializableMetadata
 
+HUGE = 10**5000  # str() and json.dumps raise ValueError past 4300 digits (sys.set_int_max_str_digits)
+LONG = 10**700  # over MAX_INT_DIGITS (640), still printable (hypothesis prints the examples it runs)
 json_scalars = st.one_of(
     st.none(), st.booleans(), st.integers(-(2**53), 2**53), st.floats(allow_nan=False, allow_infinity=False), st.text()
 )
@@ -540,7 +542,7 @@ class TestRouting:
 
 
 anything = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats() | st.text() | st.binary(),
+    st.none() | st.booleans() | st.integers() | st.sampled_from([LONG, -LONG]) | st.floats() | st.text() | st.binary(),
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner, max_size=4),
     max_leaves=12,
 )
@@ -562,6 +564,10 @@ context_like = st.fixed_dictionaries(
 
 @settings(max_examples=1500)
 @given(context_like | anything)
+@example({"v": LONG})
+@example({"name": "n", "uid_chain": ["a"], "metadata": {"k": [LONG]}})
+@example({"name": "n", "uid_chain": [LONG]})
+@example({"name": "n", "uid_chain": ["a"], "ts": -LONG})
 def test_validate_context_raises_only_invalid_session_context(ctx):
     try:
         valid = validate_context(ctx)
@@ -569,6 +575,55 @@ def test_validate_context_raises_only_invalid_session_context(ctx):
         return
     assert validate_context(valid) == valid
     json.dumps(valid)
+
+
+@pytest.mark.parametrize(
+    ("ctx", "field"),
+    [
+        ({"v": HUGE}, "'v'"),
+        ({"v": -HUGE}, "'v'"),
+        ({"uid_chain": [HUGE]}, "'uid_chain'"),
+        ({"uid_chain": ["a", "x" * 10_000]}, "'uid_chain'"),
+        ({"metadata": {"k": HUGE}}, "'metadata'"),
+        ({"metadata": {"k": [{"deep": -HUGE}]}}, "'metadata'"),
+        ({"metadata": {HUGE: 1}}, "'metadata'"),
+        ({"metadata": {"k": 10**640}}, "'metadata'"),
+        ({"ts": HUGE, "sig": "x"}, "'ts'"),
+        ({"ts": -(2**63), "sig": "x"}, "'ts'"),
+    ],
+)
+def test_ints_too_long_for_json_text_are_refused_naming_the_field(ctx, field):
+    """An int of more than 4300 digits made `validate_context` (and encoders) raise a bare ValueError from str(),
+    or return a context json.dumps cannot write; messages stay short."""
+    with pytest.raises(InvalidSessionContext, match=field) as info:
+        validate_context({"v": 1, "name": "n", "uid_chain": ["a"], **ctx})
+    assert len(str(info.value)) < 300
+
+
+def test_ints_up_to_640_digits_travel_and_longer_ones_are_refused_by_every_encoder(caplog):
+    longest = 10**640 - 1  # every Python reads and writes 640 digits, whatever its int_max_str_digits
+    ctx = {"v": 1, "name": "n", "uid_chain": ["a"], "metadata": {"k": longest, "neg": -longest}}
+    assert decode_baggage(encode_baggage(ctx), strict=True) == validate_context(ctx)
+    assert decode_metadata_slug(encode_metadata_slug(ctx["metadata"])) == ctx["metadata"]
+    assert json.loads(json.dumps(validate_context(ctx))) == ctx
+    too_long = {"v": 1, "name": "n", "uid_chain": ["a"], "metadata": {"k": 10**640}}
+    with pytest.raises(InvalidSessionContext, match="640 digits"):
+        encode_baggage(too_long)
+    with pytest.raises(ValueError, match="640 digits"):
+        encode_metadata_slug({"k": HUGE})
+    with ContextVarSession("n", k=HUGE, ok=1) as s:
+        with pytest.raises(UnserializableMetadata, match="640 digits"):
+            s.to_context()
+        with caplog.at_level(logging.WARNING):
+            assert decode_baggage(session_baggage(s))["metadata"] == {"ok": 1}  # left out, as any value JSON refuses
+    # the receiving side: a member holding such an int is refused, not an exception
+    header = "session.v=1,session.name=n,session.uids=a,session.m.k=" + "9" * 700
+    assert decode_baggage(header) is None
+    with pytest.raises(InvalidSessionContext, match="640 digits"):
+        decode_baggage(header, strict=True)
+    signed = sign_context({"name": "n", "uid_chain": ["a"], "metadata": {}}, "k", now=-(10**30))
+    with pytest.raises(SignatureError, match="out of range"):
+        verify_context(signed, "k", max_age=10)  # raised OverflowError
 
 
 @pytest.mark.parametrize("value", ["1e999", "NaN", "-Infinity", "[" * 40 + "]" * 40])

@@ -15,6 +15,7 @@ import os
 import time
 from typing import Any
 
+from session_core.context import MAX_TS
 from session_core.errors import SignatureError
 
 __all__ = ["DEFAULT_MAX_AGE", "SIGNING_KEY_ENV", "resolve_signing_key", "sign_context", "verify_context"]
@@ -74,6 +75,8 @@ def verify_context(
     sig, ts = ctx.get("sig"), ctx.get("ts")
     if not isinstance(sig, str) or type(ts) is not int:
         raise SignatureError("session context is not signed, but a signing key is configured")
+    if not -MAX_TS < ts < MAX_TS:  # `current - ts` below would raise OverflowError
+        raise SignatureError("session context is signed with an issue time out of range")
     # compare_digest raises TypeError for non-ASCII str: such a signature is simply not ours
     if not sig.isascii() or not hmac.compare_digest(sig, _digest(raw, ctx, ts)):
         raise SignatureError("session context signature does not match: forged or tampered with")
