@@ -334,6 +334,26 @@ FS_NAME = "caf\udce9"  # os.fsdecode(b"caf\xe9"): a non-UTF-8 file name on a UTF
 FS_KEY_SENT = "caf\\udce9"  # how a metadata key holding it travels: the surrogate as a backslash escape
 
 
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"name": None},
+        {"uid_chain": None},
+        {"uid_chain": 7},
+        {"metadata": {"k": object()}},
+        {"metadata": {1: "a", "b": 2}},
+        {"metadata": {"k": float("nan")}},
+    ],
+)
+def test_verify_context_refuses_what_is_no_context_with_signature_error(change):
+    """A signed dict stripped of its name or uid chain, or given metadata JSON cannot write, made `verify_context`
+    raise KeyError / TypeError / ValueError instead of refusing it."""
+    signed = sign_context({"name": "n", "uid_chain": ["a"], "metadata": {"k": 1}}, "key")
+    tampered = {k: v for k, v in {**signed, **change}.items() if v is not None}
+    with pytest.raises(SignatureError, match="does not match"):
+        verify_context(tampered, "key")
+
+
 class TestTextUtf8CannotEncode:
     """Lone surrogates in a session's name, metadata keys or values: the session still travels (it raised
     UnicodeEncodeError, so a client or OTel's propagator sent no session at all)."""

@@ -77,8 +77,12 @@ def verify_context(
         raise SignatureError("session context is not signed, but a signing key is configured")
     if not -MAX_TS < ts < MAX_TS:  # `current - ts` below would raise OverflowError
         raise SignatureError("session context is signed with an issue time out of range")
+    try:
+        expected = _digest(raw, ctx, ts)
+    except (KeyError, TypeError, ValueError):  # no name or uid chain, or metadata JSON cannot write: not ours
+        raise SignatureError("session context signature does not match: not a context this key signed") from None
     # compare_digest raises TypeError for non-ASCII str: such a signature is simply not ours
-    if not sig.isascii() or not hmac.compare_digest(sig, _digest(raw, ctx, ts)):
+    if not sig.isascii() or not hmac.compare_digest(sig, expected):
         raise SignatureError("session context signature does not match: forged or tampered with")
     current = time.time() if now is None else now
     if ts > current + _CLOCK_SKEW:
