@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import enum
 import json
 import logging
 import pickle
@@ -332,6 +333,22 @@ class TestSigning:
 
 FS_NAME = "caf\udce9"  # os.fsdecode(b"caf\xe9"): a non-UTF-8 file name on a UTF-8 system (a lone surrogate)
 FS_KEY_SENT = "caf\\udce9"  # how a metadata key holding it travels: the surrogate as a backslash escape
+
+
+class Field(str, enum.Enum):
+    TASK = "task"
+
+
+def test_str_enum_keys_become_plain_str_as_values_do():
+    """A str-valued enum as a metadata key stayed in the context (values became plain str), so a pickled context
+    named the enum's class and failed to unpickle where it cannot be imported (a spawned worker of a notebook)."""
+    raw = {"v": 1, "name": "n", "uid_chain": ["a"], "metadata": {Field.TASK: Field.TASK, "x": [{Field.TASK: 1}]}}
+    with ContextVarSession("n", **{Field.TASK: 1}) as s:
+        contexts = [validate_context(raw), s.to_context()]
+    for ctx in contexts:
+        keys = [*ctx["metadata"], *(k for item in ctx["metadata"].get("x", []) for k in item)]
+        assert keys and all(type(k) is str for k in keys)
+        assert b"Field" not in pickle.dumps(ctx)
 
 
 @pytest.mark.parametrize(

@@ -68,8 +68,12 @@ def json_safe(value: Any, where: str = "metadata", _depth: int = 0) -> Any:
     if isinstance(value, Mapping):
         out = {}
         for k, v in value.items():
-            if not isinstance(k, str):
-                raise UnserializableMetadata(f"{where} has a non-string key {_shown(k)}; JSON object keys are strings")
+            if type(k) is not str:
+                if not isinstance(k, str):
+                    raise UnserializableMetadata(
+                        f"{where} has a non-string key {_shown(k)}; JSON object keys are strings"
+                    )
+                k = str.__getitem__(k, slice(None))  # a str-valued enum: the plain text, as for values
             out[k] = json_safe(v, f"{where}[{k!r}]", _depth + 1)
         return out
     if isinstance(value, (list, tuple)):
