@@ -176,6 +176,24 @@ class TestBaggage:
         with ContextVarSession("s", a=1) as s:
             assert strip_session_members(session_baggage(s, existing=f"vendor=x,{member}")) == "vendor=x"
 
+    @pytest.mark.parametrize("other", ["vendor=café", "vendör=1", "k=\u2603;p=\u00e9"])
+    def test_another_vendors_non_ascii_member_costs_the_session_nothing(self, other):
+        """A non-ASCII member anywhere in the header (W3C baggage is ASCII) refused the whole session, where
+        OpenTelemetry's propagator leaves that member out: a service lost the caller's session whenever an upstream
+        hop had put such a member in, and `encode_baggage(existing=...)` keeps it verbatim."""
+        _, _, ctx = ctx_of(a=1)
+        header = encode_baggage(ctx, existing=other)
+        assert decode_baggage(header, strict=True) == ctx
+        for raw in (header.encode("utf-8"), header.encode("latin-1", "replace")):
+            assert decode_baggage(raw, strict=True) == ctx  # bytes as a server hands them over
+
+    @pytest.mark.parametrize("member", ["session.m.café=1", "session.m.k=%22caf\u00e9%22", "session.name=\u00e9"])
+    def test_a_non_ascii_member_of_ours_is_refused_naming_it(self, member):
+        header = f"vendor=1,session.v=1,session.uids=ab,{member}" + ("" if "name" in member else ",session.name=x")
+        with pytest.raises(InvalidSessionContext, match=r"non-ASCII|malformed"):
+            decode_baggage(header, strict=True)
+        assert decode_baggage(header.encode("utf-8")) is None
+
     @pytest.mark.parametrize(
         ("header", "problem"),
         [

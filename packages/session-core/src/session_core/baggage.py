@@ -540,21 +540,22 @@ def decode_baggage(
 def _header_items(header: str | bytes | None) -> dict[str, str] | None:
     if header is None:
         return None
+    sized = False
     if isinstance(header, (bytes, bytearray)):
         if len(header) > MAX_HEADER_BYTES:
             raise _Refused(f"baggage header is {len(header)} bytes, over the limit of {MAX_HEADER_BYTES}")
-        try:
-            header = bytes(header).decode("ascii")
-        except UnicodeDecodeError:
-            raise _Refused("baggage header holds non-ASCII bytes") from None
+        header = bytes(header).decode("latin-1")  # as HTTP reads header bytes; never fails
+        sized = True
     if not isinstance(header, str):
         raise _Refused(f"baggage header must be text, got {type(header).__name__}")
     if PREFIX not in header and "session%2E" not in header.lower():
         return None  # fast path: no session members at all
-    if len(header) > MAX_HEADER_BYTES or len(header.encode("utf-8", "replace")) > MAX_HEADER_BYTES:
+    if not sized and (len(header) > MAX_HEADER_BYTES or len(header.encode("utf-8", "replace")) > MAX_HEADER_BYTES):
         raise _Refused(f"baggage header is over the limit of {MAX_HEADER_BYTES} bytes")
     if not header.isascii():
-        raise _Refused("baggage header holds non-ASCII characters")
+        # W3C baggage is ASCII: another vendor's non-ASCII member is left out (as OpenTelemetry leaves it out),
+        # one of ours is refused, by the general reader
+        return _general_header_items(header)
     items = _plain_header_items(header)
     return items if items is not None else _general_header_items(header)
 
@@ -610,6 +611,8 @@ def _general_header_items(header: str) -> dict[str, str]:
             continue
         if len(member) > MAX_MEMBER_BYTES:
             raise _Refused(f"member {key[:64]!r} is over the limit of {MAX_MEMBER_BYTES} bytes")
+        if not member.isascii():
+            raise _Refused(f"member {key[:64]!r} holds non-ASCII characters")
         value = _decode_value(key, raw_value)
         if key in items:
             raise _Refused(f"member {key[:64]!r} appears twice")
