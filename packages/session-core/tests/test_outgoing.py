@@ -111,6 +111,19 @@ def test_session_baggage_decodes_as_encode_baggage_whatever_existing_holds(metad
     assert decode_baggage(ours) == decode_baggage(theirs) == s.to_context()
 
 
+def test_non_ascii_members_of_existing_count_in_utf8_bytes():
+    """`existing` was measured in characters: with non-ASCII text in it (kept verbatim) the header went out over
+    8192 bytes, and every receiver refused it, so the session was lost without a word to the sender."""
+    existing = "v=" + "\u00e9" * 4060  # 4062 characters, 8122 bytes
+    with ContextVarSession("n", k=1) as s:
+        with pytest.raises(ContextTooLarge):
+            session_baggage(s, existing=existing)
+        with pytest.raises(ContextTooLarge):
+            encode_baggage(s.to_context(), existing=existing)
+        fits = session_baggage(s, existing="v=" + "\u00e9" * 4000)  # 8002 bytes: still room for the session
+    assert len(fits.encode()) <= 8192 and decode_baggage(fits)["uid_chain"] == s.uid_chain
+
+
 def test_metadata_json_cannot_carry_is_left_out_once_with_one_warning(caplog):
     marker = object()
     with caplog.at_level(logging.WARNING, logger="session_core.outgoing"):

@@ -467,7 +467,7 @@ def encode_baggage(
     others = strip_session_members(existing)
     members = _encode_context(ctx, metadata)
     ours = ",".join(members)
-    size = len(others) + 1 + len(ours) if others else len(ours)  # encoded members are ASCII: characters are bytes
+    size = _utf8_size(others) + 1 + len(ours) if others else len(ours)  # our members are ASCII: characters are bytes
     longest = max(map(len, members)) if size > MAX_MEMBER_BYTES else size  # no member is longer than the header
     if size > MAX_HEADER_BYTES or len(members) + _count(others) > MAX_MEMBERS or longest > MAX_MEMBER_BYTES:
         if storage is None or not isinstance(storage, ContextStore) or getattr(storage, "url", None) is None:
@@ -504,13 +504,19 @@ def _save_reference(storage: Any, ctx: Mapping[str, Any]) -> None:
         _remember(_saved.setdefault(storage, {}), uid, kept)
 
 
+def _utf8_size(text: str) -> int:
+    """Bytes `text` takes in a header (members of `existing` may hold non-ASCII text, which W3C's limits count in
+    UTF-8 bytes, and so does `decode_baggage`)."""
+    return len(text) if text.isascii() else len(text.encode("utf-8", "replace"))
+
+
 def _count(header: str) -> int:
     return header.count(",") + 1 if header else 0
 
 
 def _header_size(others: str, members: list[str]) -> int:
     size = sum(map(len, members)) + max(len(members) - 1, 0)  # encoded members are ASCII: characters are bytes
-    return size + (len(others) + 1 if others else 0)
+    return size + (_utf8_size(others) + 1 if others else 0)
 
 
 def decode_baggage(

@@ -22,7 +22,14 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from session_core.baggage import MAX_HEADER_BYTES, MAX_MEMBERS, PREFIX, encode_baggage, strip_session_members
+from session_core.baggage import (
+    MAX_HEADER_BYTES,
+    MAX_MEMBERS,
+    PREFIX,
+    _utf8_size,
+    encode_baggage,
+    strip_session_members,
+)
 from session_core.context import json_safe, make_context
 from session_core.errors import UnserializableMetadata
 from session_core.session import BaseSession
@@ -85,7 +92,7 @@ def session_baggage(session: Any, *, existing: str | None = None, signing_key: s
     others = _others(existing)
     if not others:
         return members
-    if len(others) + 1 + len(members) <= MAX_HEADER_BYTES and (
+    if _utf8_size(others) + 1 + len(members) <= MAX_HEADER_BYTES and (
         others.count(",") + members.count(",") + 2 <= MAX_MEMBERS
     ):
         return f"{others},{members}"
