@@ -124,6 +124,39 @@ def test_non_ascii_members_of_existing_count_in_utf8_bytes():
     assert len(fits.encode()) <= 8192 and decode_baggage(fits)["uid_chain"] == s.uid_chain
 
 
+@pytest.mark.parametrize(
+    ("before", "after"),
+    [(1, True), (True, 1), (1, 1.0), (0, False), (0.0, -0.0), (-0.0, 0.0), ([1], [True]), ({"x": 1}, {"x": 1.0})],
+)
+def test_a_value_changed_to_an_equal_one_of_another_type_is_sent_as_changed(before, after):
+    """The cached header was checked with ``==``, which takes 1, True and 1.0 (and 0.0 and -0.0) for one value:
+    after ``metadata["k"] = True`` the header still said 1, so the service read an int where the session had a bool.
+    """
+    with ContextVarSession("n", k=before) as s:
+        first = decode_baggage(session_baggage(s))["metadata"]["k"]
+        s.metadata["k"] = after
+        second = decode_baggage(session_baggage(s))["metadata"]["k"]
+        assert repr(first) == repr(before) and repr(second) == repr(after)
+        assert session_baggage(s) == encode_baggage(s.to_context())
+
+
+def test_a_nested_value_changed_in_place_to_another_type_is_sent_as_changed():
+    with ContextVarSession("n", k=[1, {"x": 0.0}]) as s:
+        session_baggage(s)
+        s.metadata["k"][0] = True  # in place: no metadata change is noted
+        s.metadata["k"][1]["x"] = -0.0
+        assert repr(decode_baggage(session_baggage(s))["metadata"]["k"]) == "[True, {'x': -0.0}]"
+
+
+def test_the_header_stays_cached_across_unrelated_metadata_changes():
+    with ContextVarSession("n", k=1, t=[1, 2.5]) as s:
+        first = session_baggage(s)
+        with ContextVarSession("other") as other:
+            other.metadata["x"] = 1  # any change rebuilds every merged view
+        assert session_baggage(s) == first
+        assert session_baggage(s) is session_baggage(s)
+
+
 def test_metadata_json_cannot_carry_is_left_out_once_with_one_warning(caplog):
     marker = object()
     with caplog.at_level(logging.WARNING, logger="session_core.outgoing"):

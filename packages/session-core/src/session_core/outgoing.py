@@ -17,6 +17,7 @@ reaches a service the same way whichever of them sent it:
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from collections.abc import Mapping
@@ -52,7 +53,7 @@ class _Entry:
     that reuses a freed one's ``id()`` has another uid.
     """
 
-    __slots__ = ("chain", "expires", "key", "members", "merged", "name", "uid")
+    __slots__ = ("chain", "expires", "key", "members", "merged", "name", "nested", "uid", "view")
 
     def __init__(
         self,
@@ -63,6 +64,7 @@ class _Entry:
         key: bytes | None,
         members: str,
         expires: float | None,
+        view: dict[str, Any],
     ) -> None:
         self.uid = uid
         self.name = name
@@ -71,6 +73,8 @@ class _Entry:
         self.key = key
         self.members = members
         self.expires = expires
+        self.view = view  # the session's merged view they were built from: rebuilt on any metadata change
+        self.nested = any(type(v) is dict or type(v) is list for v in merged.values())  # may change in place
 
 
 _entries: dict[int, _Entry] = {}
@@ -115,6 +119,7 @@ def _members(session: Any, key: bytes | None) -> str:
         and entry.name == name
         and entry.chain == chain
         and entry.merged == merged
+        and _same_types_since(entry, merged)
     ):
         return entry.members
     ctx = _context(session)
@@ -122,12 +127,42 @@ def _members(session: Any, key: bytes | None) -> str:
     if len(ctx["metadata"]) != len(merged):
         return members  # values were left out: no copy of what the session holds to check a cached entry against
     expires = time.monotonic() + SIGNED_TTL if key else None
-    new = _Entry(chain[-1], name, chain, ctx["metadata"], key, members, expires)
+    new = _Entry(chain[-1], name, chain, ctx["metadata"], key, members, expires, merged)
     with _entries_lock:
         if len(_entries) >= _CACHE_SIZE:
             _entries.pop(next(iter(_entries)), None)
         _entries[id(session)] = new
     return members
+
+
+def _same_types_since(entry: _Entry, merged: dict[str, Any]) -> bool:
+    """Whether `merged`, equal to ``entry.merged``, also has its types: ``==`` takes 1, True and 1.0 (and 0.0 and
+    -0.0) for one value, which encode differently. Checked when the view was rebuilt (a metadata change), or every
+    time when it holds containers (changed in place, unnoticed); a match is noted, so a rebuilt view is checked once."""
+    if entry.view is merged and not entry.nested:
+        return True
+    if not _same_types(entry.merged, merged):
+        return False
+    entry.view = merged
+    return True
+
+
+def _same_types(built: dict[str, Any], current: Mapping[str, Any]) -> bool:
+    """`built` (checked metadata, equal to `current`) and `current` with the same JSON types throughout."""
+    for key, value in built.items():
+        other = current[key]
+        t = type(value)
+        if t is not type(other):
+            return False
+        if t is float:
+            if value == 0.0 and math.copysign(1.0, value) != math.copysign(1.0, other):
+                return False
+        elif t is dict:
+            if not _same_types(value, other):
+                return False
+        elif t is list and not _same_types(dict(enumerate(value)), dict(enumerate(other))):  # type: ignore[arg-type]
+            return False
+    return True
 
 
 def _encode_context(ctx: dict[str, Any], session: Any, key: bytes | None) -> str:
