@@ -282,6 +282,18 @@ class TestBaggage:
         encode_baggage(ctx, storage=jsonl_storage, signing_key="k")  # back to the first: saved again
         assert len(saved()) == 3 and saved()[-1]["metadata"] == big
 
+    @pytest.mark.parametrize(("before", "after"), [(1, True), (1, 1.0), (0.0, -0.0), ([0], [False])])
+    def test_a_reference_is_saved_again_when_a_value_changes_type_only(self, jsonl_storage, before, after):
+        """The last-saved check used ``==``, which takes 1, True and 1.0 for one value: the storage kept the old
+        type, and every receiver of the reference read it."""
+        big = {f"k{i}": "y" * 100 for i in range(100)}
+        with ContextVarSession("big", storage=jsonl_storage, **big, t=before) as s:
+            first = encode_baggage(s.to_context(), storage=jsonl_storage)
+            s.metadata["t"] = after
+            header = encode_baggage(s.to_context(), storage=jsonl_storage)
+        assert "session.ref=1" in first and "session.ref=1" in header
+        assert repr(decode_baggage(header, storage=jsonl_storage)["metadata"]["t"]) == repr(after)
+
 
 class TestSigning:
     KEY = "k3y-for-tests"

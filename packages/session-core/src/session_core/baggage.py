@@ -33,7 +33,14 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import quote, unquote
 
-from session_core.context import CONTEXT_VERSION, MAX_METADATA_KEYS, MAX_NAME_LENGTH, _checked_metadata, _flat_plain
+from session_core.context import (
+    CONTEXT_VERSION,
+    MAX_METADATA_KEYS,
+    MAX_NAME_LENGTH,
+    _checked_metadata,
+    _flat_plain,
+    _same_types,
+)
 from session_core.errors import ContextTooLarge, InvalidSessionContext
 from session_core.signing import DEFAULT_MAX_AGE, resolve_signing_key, sign_context, verify_context
 from session_core.storage import ContextStore
@@ -497,8 +504,10 @@ def _save_reference(storage: Any, ctx: Mapping[str, Any]) -> None:
     except TypeError:  # a storage that cannot be weakly referenced (or hashed): save every time
         storage.save_context(dict(ctx))
         return
-    if known is not None and known.get(uid) == kept:
-        return
+    if known is not None:
+        last = known.get(uid)
+        if last == kept and _same_types(last["metadata"], kept["metadata"]):  # 1 == True: not the same JSON
+            return
     storage.save_context(dict(ctx))
     with _saved_lock:
         _remember(_saved.setdefault(storage, {}), uid, kept)

@@ -179,6 +179,25 @@ def _flat_plain(metadata: dict[Any, Any]) -> bool:
     return True
 
 
+def _same_types(built: dict[str, Any], current: Mapping[str, Any]) -> bool:
+    """Whether `built` (checked metadata, ``== current``) and `current` have the same JSON types throughout: ``==``
+    takes 1, True and 1.0 (and 0.0 and -0.0) for one value, which JSON writes differently."""
+    for key, value in built.items():
+        other = current[key]
+        t = type(value)
+        if t is not type(other):
+            return False
+        if t is float:
+            if value == 0.0 and math.copysign(1.0, value) != math.copysign(1.0, other):
+                return False
+        elif t is dict:
+            if not _same_types(value, other):
+                return False
+        elif t is list and not _same_types(dict(enumerate(value)), dict(enumerate(other))):  # type: ignore[arg-type]
+            return False
+    return True
+
+
 def _checked_metadata(metadata: Any, wrap: bool = True) -> dict[str, Any]:
     if type(metadata) is not dict:
         if not isinstance(metadata, Mapping):

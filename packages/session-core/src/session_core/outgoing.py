@@ -17,7 +17,6 @@ reaches a service the same way whichever of them sent it:
 from __future__ import annotations
 
 import logging
-import math
 import threading
 import time
 from collections.abc import Mapping
@@ -31,7 +30,7 @@ from session_core.baggage import (
     encode_baggage,
     strip_session_members,
 )
-from session_core.context import json_safe, make_context
+from session_core.context import _same_types, json_safe, make_context
 from session_core.errors import UnserializableMetadata
 from session_core.session import BaseSession
 from session_core.signing import resolve_signing_key
@@ -144,24 +143,6 @@ def _same_types_since(entry: _Entry, merged: dict[str, Any]) -> bool:
     if not _same_types(entry.merged, merged):
         return False
     entry.view = merged
-    return True
-
-
-def _same_types(built: dict[str, Any], current: Mapping[str, Any]) -> bool:
-    """`built` (checked metadata, equal to `current`) and `current` with the same JSON types throughout."""
-    for key, value in built.items():
-        other = current[key]
-        t = type(value)
-        if t is not type(other):
-            return False
-        if t is float:
-            if value == 0.0 and math.copysign(1.0, value) != math.copysign(1.0, other):
-                return False
-        elif t is dict:
-            if not _same_types(value, other):
-                return False
-        elif t is list and not _same_types(dict(enumerate(value)), dict(enumerate(other))):  # type: ignore[arg-type]
-            return False
     return True
 
 
