@@ -6,6 +6,7 @@ import base64
 import enum
 import json
 import logging
+import math
 import pickle
 import string
 from urllib.parse import quote_plus, unquote_plus, urljoin, urlsplit
@@ -59,6 +60,39 @@ contexts = st.builds(
 )
 
 
+def same_json(a, b):
+    """``a == b`` with JSON types told apart: 1, True and 1.0 differ, and so do 0.0 and -0.0."""
+    if type(a) is not type(b):
+        return False
+    if type(a) is dict:
+        return a.keys() == b.keys() and all(same_json(a[k], b[k]) for k in a)
+    if type(a) is list:
+        return len(a) == len(b) and all(map(same_json, a, b))
+    if type(a) is float:
+        return a == b and math.copysign(1.0, a) == math.copysign(1.0, b)
+    return a == b
+
+
+typed_scalars = st.one_of(
+    json_scalars,
+    st.sampled_from([0, 0.0, -0.0, 1, 1.0, True, False, 2**63, -(2**63), 10**30, 1e16, 5e-324, "", "\x00", '"']),
+)
+typed_values = st.recursive(
+    typed_scalars,
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.tuples(inner) | st.dictionaries(st.text(max_size=4), inner, max_size=3)
+    ),
+    max_leaves=6,
+)
+odd_keys = st.text(max_size=12) | st.sampled_from(["", "=", ",", ";", "%41", "+", " a", "session.m.x", "\u00e9"])
+typed_contexts = st.builds(
+    lambda name, chain, meta: {"v": 1, "name": name, "uid_chain": chain, "metadata": meta},
+    st.text(min_size=1, max_size=40) | st.sampled_from([" ", '"a"', "a,b", "%", "+ +", "\x00"]),
+    st.lists(uids, min_size=1, max_size=4),
+    st.dictionaries(odd_keys.filter(lambda k: not baggage._unencodable(k)), typed_values, max_size=8),
+)
+
+
 def ctx_of(**metadata):
     with ContextVarSession("wire", **metadata) as s:
         with ContextVarSession() as inner:
@@ -84,6 +118,26 @@ class TestBaggage:
         except ContextTooLarge:
             return
         assert decode_baggage(header, strict=True) == validate_context(ctx)
+
+    @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    @given(
+        typed_contexts,
+        st.sampled_from([None, "vendor=x;p=1", "session.m.z=1,k=v", "%20session.name=evil", "a=%C3%A9", "v=caf\u00e9"]),
+    )
+    @example({"v": 1, "name": "n", "uid_chain": ["a"], "metadata": {"t": True, "i": 1, "f": 1.0, "z": -0.0}}, None)
+    def test_round_trip_keeps_json_types_signed_or_not(self, ctx, existing):
+        """Name, uid chain and metadata come back with their JSON types (1, True, 1.0 and -0.0 apart), whatever
+        `existing` held, signed or not; `existing`'s other members stay in front, verbatim."""
+        valid = validate_context(ctx)
+        for key in (None, "k3y"):
+            try:
+                header = encode_baggage(ctx, existing=existing, signing_key=key)
+            except ContextTooLarge:
+                return
+            back = decode_baggage(header, strict=True, signing_key=key)
+            assert back["name"] == valid["name"] and back["uid_chain"] == valid["uid_chain"]
+            assert same_json(back["metadata"], valid["metadata"])
+            assert header.startswith(strip_session_members(existing))
 
     @settings(max_examples=300)
     @given(contexts)
