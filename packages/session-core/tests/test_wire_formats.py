@@ -317,6 +317,23 @@ class TestBaggage:
         with pytest.raises(ContextTooLarge):
             encode_baggage(ctx, storage=InMemoryStorage())
 
+    def test_too_many_members_in_all_is_refused_by_the_sender_not_the_receivers(self, jsonl_storage):
+        """By reference, the header was checked for its size only: with 178 members in `existing` it went out with
+        182, which every receiver refuses. And without a storage the error named bytes (under the byte limit)."""
+        ctx = {"v": 1, "name": "n", "uid_chain": ["a"], "metadata": {"k": 1}}
+        existing = ",".join(f"o{i}=1" for i in range(178))
+        with pytest.raises(ContextTooLarge, match="182 members of baggage, over the limit of 180") as info:
+            encode_baggage(ctx, existing=existing, storage=jsonl_storage)
+        assert (info.value.size, info.value.limit, info.value.unit) == (182, 180, "members")
+        with pytest.raises(ContextTooLarge, match="182 members of baggage, over the limit of 180"):
+            encode_baggage(ctx, existing=existing)
+        fits = ",".join(f"o{i}=1" for i in range(176))
+        header = encode_baggage(
+            {**ctx, "metadata": {f"k{i}": i for i in range(10)}}, existing=fits, storage=jsonl_storage
+        )
+        assert "session.ref=1" in header and header.count(",") + 1 == 180
+        assert decode_baggage(header, storage=jsonl_storage, strict=True)["metadata"] == {f"k{i}": i for i in range(10)}
+
     def test_a_reference_is_written_once_per_context_not_once_per_header(self, jsonl_storage):
         """Every request a session sends encodes its baggage: the context is saved when it changes only."""
 

@@ -476,16 +476,22 @@ def encode_baggage(
     ours = ",".join(members)
     size = _utf8_size(others) + 1 + len(ours) if others else len(ours)  # our members are ASCII: characters are bytes
     longest = max(map(len, members)) if size > MAX_MEMBER_BYTES else size  # no member is longer than the header
-    if size > MAX_HEADER_BYTES or len(members) + _count(others) > MAX_MEMBERS or longest > MAX_MEMBER_BYTES:
+    count = len(members) + _count(others)
+    if size > MAX_HEADER_BYTES or count > MAX_MEMBERS or longest > MAX_MEMBER_BYTES:
         if storage is None or not isinstance(storage, ContextStore) or getattr(storage, "url", None) is None:
             if longest > MAX_MEMBER_BYTES:
                 raise ContextTooLarge(longest, MAX_MEMBER_BYTES)
-            raise ContextTooLarge(size, MAX_HEADER_BYTES)
+            if size > MAX_HEADER_BYTES:
+                raise ContextTooLarge(size, MAX_HEADER_BYTES)
+            raise ContextTooLarge(count, MAX_MEMBERS, unit="members")
         _save_reference(storage, ctx)
         members = _encode_items(_reference_items(ctx))
         size = _header_size(others, members)
         if size > MAX_HEADER_BYTES:
             raise ContextTooLarge(size, MAX_HEADER_BYTES)
+        count = len(members) + _count(others)
+        if count > MAX_MEMBERS:  # `existing` alone leaves no room: every receiver would refuse the header
+            raise ContextTooLarge(count, MAX_MEMBERS, unit="members")
         ours = ",".join(members)
     return f"{others},{ours}" if others else ours
 
