@@ -706,6 +706,7 @@ context_like = st.fixed_dictionaries(
 @example({"name": "n", "uid_chain": ["a"], "metadata": {"k": [LONG]}})
 @example({"name": "n", "uid_chain": [LONG]})
 @example({"name": "n", "uid_chain": ["a"], "ts": -LONG})
+@example({"v": 1, "name": "n", "uid_chain": ["a"], "backend": "b"})
 def test_validate_context_raises_only_invalid_session_context(ctx):
     try:
         valid = validate_context(ctx)
@@ -713,6 +714,23 @@ def test_validate_context_raises_only_invalid_session_context(ctx):
         return
     assert validate_context(valid) == valid
     json.dumps(valid)
+    # every optional field given is kept (checked), none dropped
+    assert all(
+        field in valid for field in ("storage_url", "backend", "otel", "ts", "sig") if ctx.get(field) is not None
+    )
+
+
+@pytest.mark.parametrize(
+    "extra", [{"storage_url": "sqlite:///traces.db"}, {"backend": "otel"}, {"otel": {"traceparent": "00-x"}}]
+)
+def test_an_optional_field_is_kept_when_metadata_is_left_out(extra):
+    """With ``v``, ``name``, ``uid_chain`` and one optional field but no ``metadata``, the optional field was
+    dropped without a word (a worker then wrote to an in-memory storage), and a malformed one was not refused."""
+    ctx = {"v": 1, "name": "n", "uid_chain": ["a"], **extra}
+    assert validate_context(ctx) == {**ctx, "metadata": {}}
+    field = next(iter(extra))
+    with pytest.raises(InvalidSessionContext, match=field):
+        validate_context({**ctx, field: 5})
 
 
 @pytest.mark.parametrize(

@@ -259,7 +259,7 @@ def validate_context(ctx: Any) -> dict[str, Any]:
         "uid_chain": list(chain),
         "metadata": _checked_metadata(ctx.get("metadata", {})),
     }
-    if len(ctx) > 4 or "v" not in ctx:
+    if len(ctx) > 4 or "v" not in ctx or "metadata" not in ctx:  # else just the four fields read above
         _optional_fields(ctx, out)
     return out
 
