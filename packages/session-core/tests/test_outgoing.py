@@ -8,6 +8,8 @@ import threading
 from typing import Any
 
 import pytest
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
 
 from session_core import (
     ContextTooLarge,
@@ -74,6 +76,85 @@ def test_existing_members_are_kept_and_old_session_members_replaced():
         assert header.count("session.uids=") == 1
         assert decode_baggage(header)["uid_chain"] == [s.uid]
         assert strip_session_members(header) == "tenant=acme,other=1"
+
+
+@pytest.mark.parametrize("member", ["%73ession.m.admin=true", "%73ession.m.k=%22x%22", "%73ession.name=evil"])
+def test_percent_encoded_session_members_of_existing_are_replaced_too(member):
+    """`%73ession.m.admin` reads as ``session.m.admin`` (to us and to OpenTelemetry): session_baggage's shortcut for
+    headers without ``session.`` kept it, so whoever wrote `existing` added metadata to the session (or, with a key
+    the session has, got the whole context refused as a duplicate), where encode_baggage replaced it."""
+    with ContextVarSession("s", k="v") as s:
+        header = session_baggage(s, existing=f"tenant=acme,{member}")
+        assert header == encode_baggage(s.to_context(), existing=f"tenant=acme,{member}")
+        assert strip_session_members(header) == "tenant=acme"
+        assert decode_baggage(header, strict=True) == s.to_context()
+
+
+existing_members = st.lists(
+    st.sampled_from(["a=1", "%73ession.m.k=1", "%73ession.m.q=1", "x=%2C;p=1", "session.m.q=2", "%41=%42", " b = c "]),
+    max_size=4,
+).map(",".join)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.dictionaries(st.sampled_from(["k", "q", "n"]), st.integers() | st.text(max_size=5), max_size=3),
+    existing_members,
+)
+@example({"k": 1}, "%73ession.m.q=1")
+@example({"k": 1}, "%73ession.m.k=1")
+def test_session_baggage_decodes_as_encode_baggage_whatever_existing_holds(metadata, existing):
+    with ContextVarSession("s", **metadata) as s:
+        ours = session_baggage(s, existing=existing)
+        theirs = encode_baggage(s.to_context(), existing=existing)
+    assert strip_session_members(ours) == strip_session_members(theirs)
+    assert decode_baggage(ours) == decode_baggage(theirs) == s.to_context()
+
+
+def test_non_ascii_members_of_existing_count_in_utf8_bytes():
+    """`existing` was measured in characters: with non-ASCII text in it (kept verbatim) the header went out over
+    8192 bytes, and every receiver refused it, so the session was lost without a word to the sender."""
+    existing = "v=" + "\u00e9" * 4060  # 4062 characters, 8122 bytes
+    with ContextVarSession("n", k=1) as s:
+        with pytest.raises(ContextTooLarge):
+            session_baggage(s, existing=existing)
+        with pytest.raises(ContextTooLarge):
+            encode_baggage(s.to_context(), existing=existing)
+        fits = session_baggage(s, existing="v=" + "\u00e9" * 4000)  # 8002 bytes: still room for the session
+    assert len(fits.encode()) <= 8192 and decode_baggage(fits)["uid_chain"] == s.uid_chain
+
+
+@pytest.mark.parametrize(
+    ("before", "after"),
+    [(1, True), (True, 1), (1, 1.0), (0, False), (0.0, -0.0), (-0.0, 0.0), ([1], [True]), ({"x": 1}, {"x": 1.0})],
+)
+def test_a_value_changed_to_an_equal_one_of_another_type_is_sent_as_changed(before, after):
+    """The cached header was checked with ``==``, which takes 1, True and 1.0 (and 0.0 and -0.0) for one value:
+    after ``metadata["k"] = True`` the header still said 1, so the service read an int where the session had a bool.
+    """
+    with ContextVarSession("n", k=before) as s:
+        first = decode_baggage(session_baggage(s))["metadata"]["k"]
+        s.metadata["k"] = after
+        second = decode_baggage(session_baggage(s))["metadata"]["k"]
+        assert repr(first) == repr(before) and repr(second) == repr(after)
+        assert session_baggage(s) == encode_baggage(s.to_context())
+
+
+def test_a_nested_value_changed_in_place_to_another_type_is_sent_as_changed():
+    with ContextVarSession("n", k=[1, {"x": 0.0}]) as s:
+        session_baggage(s)
+        s.metadata["k"][0] = True  # in place: no metadata change is noted
+        s.metadata["k"][1]["x"] = -0.0
+        assert repr(decode_baggage(session_baggage(s))["metadata"]["k"]) == "[True, {'x': -0.0}]"
+
+
+def test_the_header_stays_cached_across_unrelated_metadata_changes():
+    with ContextVarSession("n", k=1, t=[1, 2.5]) as s:
+        first = session_baggage(s)
+        with ContextVarSession("other") as other:
+            other.metadata["x"] = 1  # any change rebuilds every merged view
+        assert session_baggage(s) == first
+        assert session_baggage(s) is session_baggage(s)
 
 
 def test_metadata_json_cannot_carry_is_left_out_once_with_one_warning(caplog):

@@ -297,6 +297,15 @@ class TestContext:
             ("postgresql://db/x?ssl%50ASSWORD=s3cret&application_name=a", "postgresql://db/x?application_name=a"),
             ("postgresql://db:5432/x", "postgresql://db:5432/x"),
             ("sqlite:////tmp/a@b:c.db", "sqlite:////tmp/a@b:c.db"),
+            # a user name holding '@' (Azure's "user@server") and a password holding '?', '/' or '#': SQLAlchemy
+            # reads the password 'pa?ss', which was kept
+            ("postgresql://me@server:pa?ss@db.example/x", "postgresql://me@server@db.example/x"),
+            ("postgresql://me@server:pa/ss@db/x?sslmode=require", "postgresql://me@server@db/x?sslmode=require"),
+            ("postgresql://me@server:pa#ss@db:5432/x", "postgresql://me@server@db:5432/x"),
+            (
+                "postgresql://me@server:5432/x?application_name=a@b",
+                "postgresql://me@server:5432/x?application_name=a@b",
+            ),
         ],
     )
     def test_redact_url_never_returns_a_password(self, url, redacted):

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import base64
+import enum
 import json
 import logging
+import math
 import pickle
 import string
 from urllib.parse import quote_plus, unquote_plus, urljoin, urlsplit
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from session_core import (
@@ -30,14 +32,17 @@ from session_core import (
     encode_metadata_slug,
     extract_metadata_from_path,
     get_current_metadata,
+    session_baggage,
     sign_context,
     strip_session_members,
     validate_context,
     verify_context,
 )
 from session_core.baggage import MAX_HEADER_BYTES
-from session_core.errors import SignatureError
+from session_core.errors import SignatureError, UnserializableMetadata
 
+HUGE = 10**5000  # str() and json.dumps raise ValueError past 4300 digits (sys.set_int_max_str_digits)
+LONG = 10**700  # over MAX_INT_DIGITS (640), still printable (hypothesis prints the examples it runs)
 json_scalars = st.one_of(
     st.none(), st.booleans(), st.integers(-(2**53), 2**53), st.floats(allow_nan=False, allow_infinity=False), st.text()
 )
@@ -52,6 +57,39 @@ contexts = st.builds(
     st.text(min_size=1, max_size=40),
     st.lists(uids, min_size=1, max_size=5),
     st.dictionaries(st.text(min_size=1, max_size=20).filter(lambda k: k == k.strip()), json_values, max_size=6),
+)
+
+
+def same_json(a, b):
+    """``a == b`` with JSON types told apart: 1, True and 1.0 differ, and so do 0.0 and -0.0."""
+    if type(a) is not type(b):
+        return False
+    if type(a) is dict:
+        return a.keys() == b.keys() and all(same_json(a[k], b[k]) for k in a)
+    if type(a) is list:
+        return len(a) == len(b) and all(map(same_json, a, b))
+    if type(a) is float:
+        return a == b and math.copysign(1.0, a) == math.copysign(1.0, b)
+    return a == b
+
+
+typed_scalars = st.one_of(
+    json_scalars,
+    st.sampled_from([0, 0.0, -0.0, 1, 1.0, True, False, 2**63, -(2**63), 10**30, 1e16, 5e-324, "", "\x00", '"']),
+)
+typed_values = st.recursive(
+    typed_scalars,
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.tuples(inner) | st.dictionaries(st.text(max_size=4), inner, max_size=3)
+    ),
+    max_leaves=6,
+)
+odd_keys = st.text(max_size=12) | st.sampled_from(["", "=", ",", ";", "%41", "+", " a", "session.m.x", "\u00e9"])
+typed_contexts = st.builds(
+    lambda name, chain, meta: {"v": 1, "name": name, "uid_chain": chain, "metadata": meta},
+    st.text(min_size=1, max_size=40) | st.sampled_from([" ", '"a"', "a,b", "%", "+ +", "\x00"]),
+    st.lists(uids, min_size=1, max_size=4),
+    st.dictionaries(odd_keys.filter(lambda k: not baggage._unencodable(k)), typed_values, max_size=8),
 )
 
 
@@ -80,6 +118,26 @@ class TestBaggage:
         except ContextTooLarge:
             return
         assert decode_baggage(header, strict=True) == validate_context(ctx)
+
+    @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    @given(
+        typed_contexts,
+        st.sampled_from([None, "vendor=x;p=1", "session.m.z=1,k=v", "%20session.name=evil", "a=%C3%A9", "v=caf\u00e9"]),
+    )
+    @example({"v": 1, "name": "n", "uid_chain": ["a"], "metadata": {"t": True, "i": 1, "f": 1.0, "z": -0.0}}, None)
+    def test_round_trip_keeps_json_types_signed_or_not(self, ctx, existing):
+        """Name, uid chain and metadata come back with their JSON types (1, True, 1.0 and -0.0 apart), whatever
+        `existing` held, signed or not; `existing`'s other members stay in front, verbatim."""
+        valid = validate_context(ctx)
+        for key in (None, "k3y"):
+            try:
+                header = encode_baggage(ctx, existing=existing, signing_key=key)
+            except ContextTooLarge:
+                return
+            back = decode_baggage(header, strict=True, signing_key=key)
+            assert back["name"] == valid["name"] and back["uid_chain"] == valid["uid_chain"]
+            assert same_json(back["metadata"], valid["metadata"])
+            assert header.startswith(strip_session_members(existing))
 
     @settings(max_examples=300)
     @given(contexts)
@@ -147,6 +205,48 @@ class TestBaggage:
         again = encode_baggage(ctx, existing=first)
         assert again.count("session.name=") == 1
         assert strip_session_members(again) == "vendor=x;prop=1,other=2"
+
+    @pytest.mark.parametrize(
+        "member",
+        [
+            "%20session.m.admin=true",
+            "+session.m.admin=true",
+            "session.m.admin%20=true",
+            "%09session.ref=1",
+            "%73ession.m.admin=true",
+        ],
+    )
+    def test_existing_members_opentelemetry_reads_as_session_members_are_replaced(self, member):
+        """OpenTelemetry's propagator reads a key as ``unquote_plus(key).strip()``, so ``%20session.m.admin`` is
+        ``session.m.admin`` to it: kept in `existing`, it reached an OTel-reading service as the session's metadata."""
+        _, _, ctx = ctx_of(a=1)
+        header = encode_baggage(ctx, existing=f"vendor=x,{member},other=2")
+        assert strip_session_members(header) == "vendor=x,other=2"
+        otel_items = {}
+        for raw in header.split(","):
+            k, v = raw.split("=", 1)
+            otel_items[unquote_plus(k).strip()] = unquote_plus(v).strip()
+        assert context_from_baggage_items(otel_items, strict=True) == ctx
+        with ContextVarSession("s", a=1) as s:
+            assert strip_session_members(session_baggage(s, existing=f"vendor=x,{member}")) == "vendor=x"
+
+    @pytest.mark.parametrize("other", ["vendor=café", "vendör=1", "k=\u2603;p=\u00e9"])
+    def test_another_vendors_non_ascii_member_costs_the_session_nothing(self, other):
+        """A non-ASCII member anywhere in the header (W3C baggage is ASCII) refused the whole session, where
+        OpenTelemetry's propagator leaves that member out: a service lost the caller's session whenever an upstream
+        hop had put such a member in, and `encode_baggage(existing=...)` keeps it verbatim."""
+        _, _, ctx = ctx_of(a=1)
+        header = encode_baggage(ctx, existing=other)
+        assert decode_baggage(header, strict=True) == ctx
+        for raw in (header.encode("utf-8"), header.encode("latin-1", "replace")):
+            assert decode_baggage(raw, strict=True) == ctx  # bytes as a server hands them over
+
+    @pytest.mark.parametrize("member", ["session.m.café=1", "session.m.k=%22caf\u00e9%22", "session.name=\u00e9"])
+    def test_a_non_ascii_member_of_ours_is_refused_naming_it(self, member):
+        header = f"vendor=1,session.v=1,session.uids=ab,{member}" + ("" if "name" in member else ",session.name=x")
+        with pytest.raises(InvalidSessionContext, match=r"non-ASCII|malformed"):
+            decode_baggage(header, strict=True)
+        assert decode_baggage(header.encode("utf-8")) is None
 
     @pytest.mark.parametrize(
         ("header", "problem"),
@@ -217,6 +317,23 @@ class TestBaggage:
         with pytest.raises(ContextTooLarge):
             encode_baggage(ctx, storage=InMemoryStorage())
 
+    def test_too_many_members_in_all_is_refused_by_the_sender_not_the_receivers(self, jsonl_storage):
+        """By reference, the header was checked for its size only: with 178 members in `existing` it went out with
+        182, which every receiver refuses. And without a storage the error named bytes (under the byte limit)."""
+        ctx = {"v": 1, "name": "n", "uid_chain": ["a"], "metadata": {"k": 1}}
+        existing = ",".join(f"o{i}=1" for i in range(178))
+        with pytest.raises(ContextTooLarge, match="182 members of baggage, over the limit of 180") as info:
+            encode_baggage(ctx, existing=existing, storage=jsonl_storage)
+        assert (info.value.size, info.value.limit, info.value.unit) == (182, 180, "members")
+        with pytest.raises(ContextTooLarge, match="182 members of baggage, over the limit of 180"):
+            encode_baggage(ctx, existing=existing)
+        fits = ",".join(f"o{i}=1" for i in range(176))
+        header = encode_baggage(
+            {**ctx, "metadata": {f"k{i}": i for i in range(10)}}, existing=fits, storage=jsonl_storage
+        )
+        assert "session.ref=1" in header and header.count(",") + 1 == 180
+        assert decode_baggage(header, storage=jsonl_storage, strict=True)["metadata"] == {f"k{i}": i for i in range(10)}
+
     def test_a_reference_is_written_once_per_context_not_once_per_header(self, jsonl_storage):
         """Every request a session sends encodes its baggage: the context is saved when it changes only."""
 
@@ -235,6 +352,18 @@ class TestBaggage:
         assert decode_baggage(header, storage=jsonl_storage)["metadata"]["k0"] == "z" * 100
         encode_baggage(ctx, storage=jsonl_storage, signing_key="k")  # back to the first: saved again
         assert len(saved()) == 3 and saved()[-1]["metadata"] == big
+
+    @pytest.mark.parametrize(("before", "after"), [(1, True), (1, 1.0), (0.0, -0.0), ([0], [False])])
+    def test_a_reference_is_saved_again_when_a_value_changes_type_only(self, jsonl_storage, before, after):
+        """The last-saved check used ``==``, which takes 1, True and 1.0 for one value: the storage kept the old
+        type, and every receiver of the reference read it."""
+        big = {f"k{i}": "y" * 100 for i in range(100)}
+        with ContextVarSession("big", storage=jsonl_storage, **big, t=before) as s:
+            first = encode_baggage(s.to_context(), storage=jsonl_storage)
+            s.metadata["t"] = after
+            header = encode_baggage(s.to_context(), storage=jsonl_storage)
+        assert "session.ref=1" in first and "session.ref=1" in header
+        assert repr(decode_baggage(header, storage=jsonl_storage)["metadata"]["t"]) == repr(after)
 
 
 class TestSigning:
@@ -305,6 +434,42 @@ class TestSigning:
 
 FS_NAME = "caf\udce9"  # os.fsdecode(b"caf\xe9"): a non-UTF-8 file name on a UTF-8 system (a lone surrogate)
 FS_KEY_SENT = "caf\\udce9"  # how a metadata key holding it travels: the surrogate as a backslash escape
+
+
+class Field(str, enum.Enum):
+    TASK = "task"
+
+
+def test_str_enum_keys_become_plain_str_as_values_do():
+    """A str-valued enum as a metadata key stayed in the context (values became plain str), so a pickled context
+    named the enum's class and failed to unpickle where it cannot be imported (a spawned worker of a notebook)."""
+    raw = {"v": 1, "name": "n", "uid_chain": ["a"], "metadata": {Field.TASK: Field.TASK, "x": [{Field.TASK: 1}]}}
+    with ContextVarSession("n", **{Field.TASK: 1}) as s:
+        contexts = [validate_context(raw), s.to_context()]
+    for ctx in contexts:
+        keys = [*ctx["metadata"], *(k for item in ctx["metadata"].get("x", []) for k in item)]
+        assert keys and all(type(k) is str for k in keys)
+        assert b"Field" not in pickle.dumps(ctx)
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"name": None},
+        {"uid_chain": None},
+        {"uid_chain": 7},
+        {"metadata": {"k": object()}},
+        {"metadata": {1: "a", "b": 2}},
+        {"metadata": {"k": float("nan")}},
+    ],
+)
+def test_verify_context_refuses_what_is_no_context_with_signature_error(change):
+    """A signed dict stripped of its name or uid chain, or given metadata JSON cannot write, made `verify_context`
+    raise KeyError / TypeError / ValueError instead of refusing it."""
+    signed = sign_context({"name": "n", "uid_chain": ["a"], "metadata": {"k": 1}}, "key")
+    tampered = {k: v for k, v in {**signed, **change}.items() if v is not None}
+    with pytest.raises(SignatureError, match="does not match"):
+        verify_context(tampered, "key")
 
 
 class TestTextUtf8CannotEncode:
@@ -515,7 +680,7 @@ class TestRouting:
 
 
 anything = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats() | st.text() | st.binary(),
+    st.none() | st.booleans() | st.integers() | st.sampled_from([LONG, -LONG]) | st.floats() | st.text() | st.binary(),
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner, max_size=4),
     max_leaves=12,
 )
@@ -537,6 +702,11 @@ context_like = st.fixed_dictionaries(
 
 @settings(max_examples=1500)
 @given(context_like | anything)
+@example({"v": LONG})
+@example({"name": "n", "uid_chain": ["a"], "metadata": {"k": [LONG]}})
+@example({"name": "n", "uid_chain": [LONG]})
+@example({"name": "n", "uid_chain": ["a"], "ts": -LONG})
+@example({"v": 1, "name": "n", "uid_chain": ["a"], "backend": "b"})
 def test_validate_context_raises_only_invalid_session_context(ctx):
     try:
         valid = validate_context(ctx)
@@ -544,6 +714,72 @@ def test_validate_context_raises_only_invalid_session_context(ctx):
         return
     assert validate_context(valid) == valid
     json.dumps(valid)
+    # every optional field given is kept (checked), none dropped
+    assert all(
+        field in valid for field in ("storage_url", "backend", "otel", "ts", "sig") if ctx.get(field) is not None
+    )
+
+
+@pytest.mark.parametrize(
+    "extra", [{"storage_url": "sqlite:///traces.db"}, {"backend": "otel"}, {"otel": {"traceparent": "00-x"}}]
+)
+def test_an_optional_field_is_kept_when_metadata_is_left_out(extra):
+    """With ``v``, ``name``, ``uid_chain`` and one optional field but no ``metadata``, the optional field was
+    dropped without a word (a worker then wrote to an in-memory storage), and a malformed one was not refused."""
+    ctx = {"v": 1, "name": "n", "uid_chain": ["a"], **extra}
+    assert validate_context(ctx) == {**ctx, "metadata": {}}
+    field = next(iter(extra))
+    with pytest.raises(InvalidSessionContext, match=field):
+        validate_context({**ctx, field: 5})
+
+
+@pytest.mark.parametrize(
+    ("ctx", "field"),
+    [
+        ({"v": HUGE}, "'v'"),
+        ({"v": -HUGE}, "'v'"),
+        ({"uid_chain": [HUGE]}, "'uid_chain'"),
+        ({"uid_chain": ["a", "x" * 10_000]}, "'uid_chain'"),
+        ({"metadata": {"k": HUGE}}, "'metadata'"),
+        ({"metadata": {"k": [{"deep": -HUGE}]}}, "'metadata'"),
+        ({"metadata": {HUGE: 1}}, "'metadata'"),
+        ({"metadata": {"k": 10**640}}, "'metadata'"),
+        ({"ts": HUGE, "sig": "x"}, "'ts'"),
+        ({"ts": -(2**63), "sig": "x"}, "'ts'"),
+    ],
+)
+def test_ints_too_long_for_json_text_are_refused_naming_the_field(ctx, field):
+    """An int of more than 4300 digits made `validate_context` (and encoders) raise a bare ValueError from str(),
+    or return a context json.dumps cannot write; messages stay short."""
+    with pytest.raises(InvalidSessionContext, match=field) as info:
+        validate_context({"v": 1, "name": "n", "uid_chain": ["a"], **ctx})
+    assert len(str(info.value)) < 300
+
+
+def test_ints_up_to_640_digits_travel_and_longer_ones_are_refused_by_every_encoder(caplog):
+    longest = 10**640 - 1  # every Python reads and writes 640 digits, whatever its int_max_str_digits
+    ctx = {"v": 1, "name": "n", "uid_chain": ["a"], "metadata": {"k": longest, "neg": -longest}}
+    assert decode_baggage(encode_baggage(ctx), strict=True) == validate_context(ctx)
+    assert decode_metadata_slug(encode_metadata_slug(ctx["metadata"])) == ctx["metadata"]
+    assert json.loads(json.dumps(validate_context(ctx))) == ctx
+    too_long = {"v": 1, "name": "n", "uid_chain": ["a"], "metadata": {"k": 10**640}}
+    with pytest.raises(InvalidSessionContext, match="640 digits"):
+        encode_baggage(too_long)
+    with pytest.raises(ValueError, match="640 digits"):
+        encode_metadata_slug({"k": HUGE})
+    with ContextVarSession("n", k=HUGE, ok=1) as s:
+        with pytest.raises(UnserializableMetadata, match="640 digits"):
+            s.to_context()
+        with caplog.at_level(logging.WARNING):
+            assert decode_baggage(session_baggage(s))["metadata"] == {"ok": 1}  # left out, as any value JSON refuses
+    # the receiving side: a member holding such an int is refused, not an exception
+    header = "session.v=1,session.name=n,session.uids=a,session.m.k=" + "9" * 700
+    assert decode_baggage(header) is None
+    with pytest.raises(InvalidSessionContext, match="640 digits"):
+        decode_baggage(header, strict=True)
+    signed = sign_context({"name": "n", "uid_chain": ["a"], "metadata": {}}, "k", now=-(10**30))
+    with pytest.raises(SignatureError, match="out of range"):
+        verify_context(signed, "k", max_age=10)  # raised OverflowError
 
 
 @pytest.mark.parametrize("value", ["1e999", "NaN", "-Infinity", "[" * 40 + "]" * 40])

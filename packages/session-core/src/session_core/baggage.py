@@ -33,7 +33,14 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import quote, unquote
 
-from session_core.context import CONTEXT_VERSION, MAX_METADATA_KEYS, MAX_NAME_LENGTH, _checked_metadata, _flat_plain
+from session_core.context import (
+    CONTEXT_VERSION,
+    MAX_METADATA_KEYS,
+    MAX_NAME_LENGTH,
+    _checked_metadata,
+    _flat_plain,
+    _same_types,
+)
 from session_core.errors import ContextTooLarge, InvalidSessionContext
 from session_core.signing import DEFAULT_MAX_AGE, resolve_signing_key, sign_context, verify_context
 from session_core.storage import ContextStore
@@ -339,7 +346,10 @@ def split_baggage(header: str) -> list[tuple[str, str, str]]:
 
 
 def strip_session_members(header: str | None) -> str:
-    """`header` without its ``session.*`` members (other members kept verbatim, in order)."""
+    """`header` without its ``session.*`` members (other members kept verbatim, in order).
+
+    A key is read as OpenTelemetry's propagator reads it (``unquote_plus(key).strip()``), so ``%20session.m.x``,
+    which OTel takes for ``session.m.x``, goes too: kept, it would reach an OTel-reading service as ours."""
     if not header:
         return ""
     kept = []
@@ -347,8 +357,10 @@ def strip_session_members(header: str | None) -> str:
         stripped = member.strip(" \t")
         if not stripped:
             continue
-        key = stripped.split("=", 1)[0].strip(" \t")
-        if not unquote(key).startswith(PREFIX):
+        key = stripped.split("=", 1)[0]
+        if "%" in key or "+" in key:
+            key = unquote(key.replace("+", " "))
+        if not key.strip().startswith(PREFIX):
             kept.append(stripped)
     return ",".join(kept)
 
@@ -462,18 +474,24 @@ def encode_baggage(
     others = strip_session_members(existing)
     members = _encode_context(ctx, metadata)
     ours = ",".join(members)
-    size = len(others) + 1 + len(ours) if others else len(ours)  # encoded members are ASCII: characters are bytes
+    size = _utf8_size(others) + 1 + len(ours) if others else len(ours)  # our members are ASCII: characters are bytes
     longest = max(map(len, members)) if size > MAX_MEMBER_BYTES else size  # no member is longer than the header
-    if size > MAX_HEADER_BYTES or len(members) + _count(others) > MAX_MEMBERS or longest > MAX_MEMBER_BYTES:
+    count = len(members) + _count(others)
+    if size > MAX_HEADER_BYTES or count > MAX_MEMBERS or longest > MAX_MEMBER_BYTES:
         if storage is None or not isinstance(storage, ContextStore) or getattr(storage, "url", None) is None:
             if longest > MAX_MEMBER_BYTES:
                 raise ContextTooLarge(longest, MAX_MEMBER_BYTES)
-            raise ContextTooLarge(size, MAX_HEADER_BYTES)
+            if size > MAX_HEADER_BYTES:
+                raise ContextTooLarge(size, MAX_HEADER_BYTES)
+            raise ContextTooLarge(count, MAX_MEMBERS, unit="members")
         _save_reference(storage, ctx)
         members = _encode_items(_reference_items(ctx))
         size = _header_size(others, members)
         if size > MAX_HEADER_BYTES:
             raise ContextTooLarge(size, MAX_HEADER_BYTES)
+        count = len(members) + _count(others)
+        if count > MAX_MEMBERS:  # `existing` alone leaves no room: every receiver would refuse the header
+            raise ContextTooLarge(count, MAX_MEMBERS, unit="members")
         ours = ",".join(members)
     return f"{others},{ours}" if others else ours
 
@@ -492,11 +510,19 @@ def _save_reference(storage: Any, ctx: Mapping[str, Any]) -> None:
     except TypeError:  # a storage that cannot be weakly referenced (or hashed): save every time
         storage.save_context(dict(ctx))
         return
-    if known is not None and known.get(uid) == kept:
-        return
+    if known is not None:
+        last = known.get(uid)
+        if last == kept and _same_types(last["metadata"], kept["metadata"]):  # 1 == True: not the same JSON
+            return
     storage.save_context(dict(ctx))
     with _saved_lock:
         _remember(_saved.setdefault(storage, {}), uid, kept)
+
+
+def _utf8_size(text: str) -> int:
+    """Bytes `text` takes in a header (members of `existing` may hold non-ASCII text, which W3C's limits count in
+    UTF-8 bytes, and so does `decode_baggage`)."""
+    return len(text) if text.isascii() else len(text.encode("utf-8", "replace"))
 
 
 def _count(header: str) -> int:
@@ -505,7 +531,7 @@ def _count(header: str) -> int:
 
 def _header_size(others: str, members: list[str]) -> int:
     size = sum(map(len, members)) + max(len(members) - 1, 0)  # encoded members are ASCII: characters are bytes
-    return size + (len(others) + 1 if others else 0)
+    return size + (_utf8_size(others) + 1 if others else 0)
 
 
 def decode_baggage(
@@ -535,21 +561,22 @@ def decode_baggage(
 def _header_items(header: str | bytes | None) -> dict[str, str] | None:
     if header is None:
         return None
+    sized = False
     if isinstance(header, (bytes, bytearray)):
         if len(header) > MAX_HEADER_BYTES:
             raise _Refused(f"baggage header is {len(header)} bytes, over the limit of {MAX_HEADER_BYTES}")
-        try:
-            header = bytes(header).decode("ascii")
-        except UnicodeDecodeError:
-            raise _Refused("baggage header holds non-ASCII bytes") from None
+        header = bytes(header).decode("latin-1")  # as HTTP reads header bytes; never fails
+        sized = True
     if not isinstance(header, str):
         raise _Refused(f"baggage header must be text, got {type(header).__name__}")
     if PREFIX not in header and "session%2E" not in header.lower():
         return None  # fast path: no session members at all
-    if len(header) > MAX_HEADER_BYTES or len(header.encode("utf-8", "replace")) > MAX_HEADER_BYTES:
+    if not sized and (len(header) > MAX_HEADER_BYTES or len(header.encode("utf-8", "replace")) > MAX_HEADER_BYTES):
         raise _Refused(f"baggage header is over the limit of {MAX_HEADER_BYTES} bytes")
     if not header.isascii():
-        raise _Refused("baggage header holds non-ASCII characters")
+        # W3C baggage is ASCII: another vendor's non-ASCII member is left out (as OpenTelemetry leaves it out),
+        # one of ours is refused, by the general reader
+        return _general_header_items(header)
     items = _plain_header_items(header)
     return items if items is not None else _general_header_items(header)
 
@@ -605,6 +632,8 @@ def _general_header_items(header: str) -> dict[str, str]:
             continue
         if len(member) > MAX_MEMBER_BYTES:
             raise _Refused(f"member {key[:64]!r} is over the limit of {MAX_MEMBER_BYTES} bytes")
+        if not member.isascii():
+            raise _Refused(f"member {key[:64]!r} holds non-ASCII characters")
         value = _decode_value(key, raw_value)
         if key in items:
             raise _Refused(f"member {key[:64]!r} appears twice")

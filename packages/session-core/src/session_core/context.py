@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import re
+import sys
 from collections.abc import Mapping
 from typing import Any
 
@@ -22,6 +23,7 @@ from session_core.urls import redact_url
 __all__ = [
     "CONTEXT_VERSION",
     "MAX_CHAIN_DEPTH",
+    "MAX_INT_DIGITS",
     "MAX_NAME_LENGTH",
     "json_safe",
     "make_context",
@@ -33,6 +35,13 @@ MAX_CHAIN_DEPTH = 64
 MAX_NAME_LENGTH = 256
 MAX_METADATA_KEYS = 128
 MAX_NESTING = 32
+MAX_INT_DIGITS: int = getattr(sys.int_info, "str_digits_check_threshold", 640)
+"""Digits an int may have in a context: the fewest any Python (3.11+, ``sys.set_int_max_str_digits``) converts
+to and from JSON text. A longer int makes ``json.dumps`` / ``str`` raise ``ValueError`` on one side or the other."""
+_INT_BOUND = 10**MAX_INT_DIGITS
+_INT_RANGE = (-_INT_BOUND, _INT_BOUND)  # negated once: ``-_INT_BOUND`` in a loop builds a 2 KB int every time
+MAX_TS = 2**63
+"""A context's ``ts`` (unix seconds) lies in ``(-MAX_TS, MAX_TS)``, a 64-bit time."""
 
 UID_RE = re.compile(r"[0-9A-Za-z_-]{1,64}")
 
@@ -40,8 +49,16 @@ UID_RE = re.compile(r"[0-9A-Za-z_-]{1,64}")
 def json_safe(value: Any, where: str = "metadata", _depth: int = 0) -> Any:
     """Return a JSON-safe copy of `value` (tuples become lists) or raise `UnserializableMetadata`."""
     t = type(value)
-    if t is str or t is int or t is bool or value is None:
+    if t is str or t is bool or value is None:
         return value
+    if t is int:
+        low, high = _INT_RANGE
+        if low < value < high:
+            return value
+        raise UnserializableMetadata(
+            f"{where} is an int of more than {MAX_INT_DIGITS} digits, which JSON text cannot carry between all "
+            "Pythons (sys.set_int_max_str_digits); send it as a str"
+        )
     if t is float:
         if math.isfinite(value):
             return value
@@ -51,8 +68,12 @@ def json_safe(value: Any, where: str = "metadata", _depth: int = 0) -> Any:
     if isinstance(value, Mapping):
         out = {}
         for k, v in value.items():
-            if not isinstance(k, str):
-                raise UnserializableMetadata(f"{where} has a non-string key {k!r}; JSON object keys are strings")
+            if type(k) is not str:
+                if not isinstance(k, str):
+                    raise UnserializableMetadata(
+                        f"{where} has a non-string key {_shown(k)}; JSON object keys are strings"
+                    )
+                k = str.__getitem__(k, slice(None))  # a str-valued enum: the plain text, as for values
             out[k] = json_safe(v, f"{where}[{k!r}]", _depth + 1)
         return out
     if isinstance(value, (list, tuple)):
@@ -62,7 +83,7 @@ def json_safe(value: Any, where: str = "metadata", _depth: int = 0) -> Any:
     if isinstance(value, bool):
         return bool(value)
     if isinstance(value, int):
-        return int(value)
+        return json_safe(int(value), where, _depth)
     if isinstance(value, float):
         return json_safe(float(value), where, _depth)
     raise UnserializableMetadata(
@@ -120,23 +141,59 @@ def _redacted(url: str) -> str:
     return redact_url(url) if "@" in url or "=" in url else url
 
 
+def _shown(value: Any) -> str:
+    """A short repr of `value` for a message: never raises (an int too long for ``str``), never a whole blob."""
+    if type(value) is int and not _INT_RANGE[0] < value < _INT_RANGE[1]:
+        return f"an int of more than {MAX_INT_DIGITS} digits"
+    try:
+        text = repr(value)
+    except Exception:  # a foreign object's __repr__ may raise anything
+        return f"a {type(value).__name__}"
+    return text if len(text) <= 80 else f"{text[:77]}..."
+
+
 def _bad(field: str, problem: str) -> InvalidSessionContext:
     return InvalidSessionContext(f"invalid session context: {field!r} {problem}")
 
 
-_PLAIN = frozenset({str, int, bool, type(None)})
+_PLAIN = frozenset({str, bool, type(None)})
 _CHAIN_RE = re.compile(r"[0-9A-Za-z_-]{1,64}(?:\.[0-9A-Za-z_-]{1,64})*")
 
 
 def _flat_plain(metadata: dict[Any, Any]) -> bool:
-    """Whether `metadata` has str keys and JSON scalar values only (str, int, bool, None, finite floats)."""
+    """Whether `metadata` has str keys and JSON scalar values only (str, bool, None, ints of at most
+    `MAX_INT_DIGITS` digits, finite floats)."""
     plain = _PLAIN
     isfinite = math.isfinite
+    low, high = _INT_RANGE
     for key, value in metadata.items():
         if type(key) is not str:
             return False
         t = type(value)
-        if t not in plain and (t is not float or not isfinite(value)):
+        if t not in plain:
+            if t is int:
+                if not low < value < high:
+                    return False
+            elif t is not float or not isfinite(value):
+                return False
+    return True
+
+
+def _same_types(built: dict[str, Any], current: Mapping[str, Any]) -> bool:
+    """Whether `built` (checked metadata, ``== current``) and `current` have the same JSON types throughout: ``==``
+    takes 1, True and 1.0 (and 0.0 and -0.0) for one value, which JSON writes differently."""
+    for key, value in built.items():
+        other = current[key]
+        t = type(value)
+        if t is not type(other):
+            return False
+        if t is float:
+            if value == 0.0 and math.copysign(1.0, value) != math.copysign(1.0, other):
+                return False
+        elif t is dict:
+            if not _same_types(value, other):
+                return False
+        elif t is list and not _same_types(dict(enumerate(value)), dict(enumerate(other))):  # type: ignore[arg-type]
             return False
     return True
 
@@ -177,8 +234,10 @@ def validate_context(ctx: Any) -> dict[str, Any]:
     v = ctx.get("v", CONTEXT_VERSION)
     if v != CONTEXT_VERSION or type(v) is not int:
         if type(v) is not int or v < 1:
-            raise _bad("v", f"must be a positive int, got {v!r}")
-        raise _bad("v", f"is {v}, newer than this session-core understands ({CONTEXT_VERSION}); upgrade session-core")
+            raise _bad("v", f"must be a positive int, got {_shown(v)}")
+        raise _bad(
+            "v", f"is {_shown(v)}, newer than this session-core understands ({CONTEXT_VERSION}); upgrade session-core"
+        )
     name = ctx.get("name")
     if type(name) is not str or not name:
         if not isinstance(name, str) or not name:
@@ -193,14 +252,14 @@ def validate_context(ctx: Any) -> dict[str, Any]:
         raise _bad("uid_chain", f"is {len(chain)} deep, over the limit of {MAX_CHAIN_DEPTH}")
     if not _plain_chain(chain):
         bad = next((u for u in chain if not isinstance(u, str) or UID_RE.fullmatch(u) is None), chain)
-        raise _bad("uid_chain", f"holds {bad!r}; a uid is 1-64 characters of [0-9A-Za-z_-]")
+        raise _bad("uid_chain", f"holds {_shown(bad)}; a uid is 1-64 characters of [0-9A-Za-z_-]")
     out: dict[str, Any] = {
         "v": CONTEXT_VERSION,
         "name": name,
         "uid_chain": list(chain),
         "metadata": _checked_metadata(ctx.get("metadata", {})),
     }
-    if len(ctx) > 4 or "v" not in ctx:
+    if len(ctx) > 4 or "v" not in ctx or "metadata" not in ctx:  # else just the four fields read above
         _optional_fields(ctx, out)
     return out
 
@@ -225,8 +284,9 @@ def _optional_fields(ctx: Mapping[str, Any], out: dict[str, Any]) -> None:
         out["otel"] = dict(otel)
     ts = ctx.get("ts")
     if ts is not None:
-        if type(ts) is not int:
-            raise _bad("ts", f"must be an int (unix seconds), got {type(ts).__name__}")
+        if type(ts) is not int or not -MAX_TS < ts < MAX_TS:
+            got = type(ts).__name__ if type(ts) is not int else "an int out of range"
+            raise _bad("ts", f"must be an int (unix seconds, 64-bit), got {got}")
         out["ts"] = ts
     sig = ctx.get("sig")
     if sig is not None:

@@ -31,11 +31,12 @@ class InvalidSessionContext(SessionError, ValueError):
 class ContextTooLarge(SessionError, ValueError):
     """A context does not fit the wire format's size limits and could not travel by reference."""
 
-    def __init__(self, size: int, limit: int, what: str = "baggage") -> None:
+    def __init__(self, size: int, limit: int, what: str = "baggage", *, unit: str = "bytes") -> None:
         self.size = size
         self.limit = limit
+        self.unit = unit
         super().__init__(
-            f"session context needs {size} bytes of {what}, over the limit of {limit}; "
+            f"session context needs {size} {unit} of {what}, over the limit of {limit}; "
             "use an addressable storage (e.g. session-storage-sql) so metadata travels by reference, "
             "or put less metadata on the session"
         )

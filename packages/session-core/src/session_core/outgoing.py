@@ -22,8 +22,15 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from session_core.baggage import MAX_HEADER_BYTES, MAX_MEMBERS, PREFIX, encode_baggage, strip_session_members
-from session_core.context import json_safe, make_context
+from session_core.baggage import (
+    MAX_HEADER_BYTES,
+    MAX_MEMBERS,
+    PREFIX,
+    _utf8_size,
+    encode_baggage,
+    strip_session_members,
+)
+from session_core.context import _same_types, json_safe, make_context
 from session_core.errors import UnserializableMetadata
 from session_core.session import BaseSession
 from session_core.signing import resolve_signing_key
@@ -45,7 +52,7 @@ class _Entry:
     that reuses a freed one's ``id()`` has another uid.
     """
 
-    __slots__ = ("chain", "expires", "key", "members", "merged", "name", "uid")
+    __slots__ = ("chain", "expires", "key", "members", "merged", "name", "nested", "uid", "view")
 
     def __init__(
         self,
@@ -56,6 +63,7 @@ class _Entry:
         key: bytes | None,
         members: str,
         expires: float | None,
+        view: dict[str, Any],
     ) -> None:
         self.uid = uid
         self.name = name
@@ -64,6 +72,8 @@ class _Entry:
         self.key = key
         self.members = members
         self.expires = expires
+        self.view = view  # the session's merged view they were built from: rebuilt on any metadata change
+        self.nested = any(type(v) is dict or type(v) is list for v in merged.values())  # may change in place
 
 
 _entries: dict[int, _Entry] = {}
@@ -85,7 +95,7 @@ def session_baggage(session: Any, *, existing: str | None = None, signing_key: s
     others = _others(existing)
     if not others:
         return members
-    if len(others) + 1 + len(members) <= MAX_HEADER_BYTES and (
+    if _utf8_size(others) + 1 + len(members) <= MAX_HEADER_BYTES and (
         others.count(",") + members.count(",") + 2 <= MAX_MEMBERS
     ):
         return f"{others},{members}"
@@ -108,6 +118,7 @@ def _members(session: Any, key: bytes | None) -> str:
         and entry.name == name
         and entry.chain == chain
         and entry.merged == merged
+        and _same_types_since(entry, merged)
     ):
         return entry.members
     ctx = _context(session)
@@ -115,12 +126,24 @@ def _members(session: Any, key: bytes | None) -> str:
     if len(ctx["metadata"]) != len(merged):
         return members  # values were left out: no copy of what the session holds to check a cached entry against
     expires = time.monotonic() + SIGNED_TTL if key else None
-    new = _Entry(chain[-1], name, chain, ctx["metadata"], key, members, expires)
+    new = _Entry(chain[-1], name, chain, ctx["metadata"], key, members, expires, merged)
     with _entries_lock:
         if len(_entries) >= _CACHE_SIZE:
             _entries.pop(next(iter(_entries)), None)
         _entries[id(session)] = new
     return members
+
+
+def _same_types_since(entry: _Entry, merged: dict[str, Any]) -> bool:
+    """Whether `merged`, equal to ``entry.merged``, also has its types: ``==`` takes 1, True and 1.0 (and 0.0 and
+    -0.0) for one value, which encode differently. Checked when the view was rebuilt (a metadata change), or every
+    time when it holds containers (changed in place, unnoticed); a match is noted, so a rebuilt view is checked once."""
+    if entry.view is merged and not entry.nested:
+        return True
+    if not _same_types(entry.merged, merged):
+        return False
+    entry.view = merged
+    return True
 
 
 def _encode_context(ctx: dict[str, Any], session: Any, key: bytes | None) -> str:
@@ -169,6 +192,7 @@ def _others(existing: str | None) -> str:
     """The members of `existing` that are not session members, in order."""
     if not existing:
         return ""
-    if PREFIX not in existing and ("%" not in existing or "session%2e" not in existing.lower()):
+    # A key can only read as "session.*" (percent-decoded: "%73ession.m.x") if it holds the prefix or a '%'.
+    if PREFIX not in existing and "%" not in existing:
         return ",".join(m.strip(" \t") for m in existing.split(",") if m.strip(" \t"))
     return strip_session_members(existing)

@@ -15,6 +15,7 @@ import os
 import time
 from typing import Any
 
+from session_core.context import MAX_TS
 from session_core.errors import SignatureError
 
 __all__ = ["DEFAULT_MAX_AGE", "SIGNING_KEY_ENV", "resolve_signing_key", "sign_context", "verify_context"]
@@ -74,8 +75,14 @@ def verify_context(
     sig, ts = ctx.get("sig"), ctx.get("ts")
     if not isinstance(sig, str) or type(ts) is not int:
         raise SignatureError("session context is not signed, but a signing key is configured")
+    if not -MAX_TS < ts < MAX_TS:  # `current - ts` below would raise OverflowError
+        raise SignatureError("session context is signed with an issue time out of range")
+    try:
+        expected = _digest(raw, ctx, ts)
+    except (KeyError, TypeError, ValueError):  # no name or uid chain, or metadata JSON cannot write: not ours
+        raise SignatureError("session context signature does not match: not a context this key signed") from None
     # compare_digest raises TypeError for non-ASCII str: such a signature is simply not ours
-    if not sig.isascii() or not hmac.compare_digest(sig, _digest(raw, ctx, ts)):
+    if not sig.isascii() or not hmac.compare_digest(sig, expected):
         raise SignatureError("session context signature does not match: forged or tampered with")
     current = time.time() if now is None else now
     if ts > current + _CLOCK_SKEW:

@@ -17,14 +17,13 @@ def redact_url(url: str) -> str:
         return url
     end = _authority_end(rest, 0)
     authority = rest[:end]
-    if "@" not in authority:
-        # A password holding '/', '?' or '#' ends the authority early ("user:p#ss@host"): what follows the ':'
-        # is then no port number, and an '@' comes later.
-        user, colon, after = authority.partition(":")
-        at = rest.find("@", end)
-        if colon and at >= 0 and not after.isdigit():
-            end = _authority_end(rest, at)
-            authority = rest[:end]
+    # A password holding '/', '?' or '#' ends the authority early ("user:p#ss@host", and "me@server:p?ss@host" for
+    # a user name holding '@', as Azure's PostgreSQL wants): what follows the ':' after the authority's last '@' is
+    # then no port number, and an '@' comes later.
+    at = rest.find("@", end)
+    if at >= 0 and not _host_and_port(authority.rpartition("@")[2]):
+        end = _authority_end(rest, at)
+        authority = rest[:end]
     if "@" in authority:
         userinfo, _, host = authority.rpartition("@")
         user = userinfo.partition(":")[0]
@@ -41,6 +40,13 @@ def redact_url(url: str) -> str:
 
 
 _SECRET_QUERY_KEYS = frozenset({"password", "sslpassword"})
+
+
+def _host_and_port(text: str) -> bool:
+    """Whether `text` reads as ``host`` or ``host:<digits>``, so no password was cut short in it (anything else after
+    a ':', an IPv6 literal too, counts as cut short when an '@' follows: removing too much is the safe mistake)."""
+    _, colon, port = text.partition(":")
+    return not colon or port.isdigit()
 
 
 def _authority_end(rest: str, start: int) -> int:
