@@ -206,13 +206,13 @@ class SqlSessionStorage:
     ) -> None:
         if engine is not None and url is not None:
             raise TypeError("SqlSessionStorage takes a url or an engine, not both")
+        self._busy_timeout = _checked_busy_timeout(busy_timeout)  # the arguments first, then the environment
         parsed = parse_storage_url(engine.url if engine is not None else (url if url is not None else default_url()))
         require_driver(parsed)
         self._parsed = parsed
         self._url = parsed.public
         self._sqlite = parsed.dialect == "sqlite"
         self._text = functools.partial(storable_text, postgresql=not self._sqlite)
-        self._busy_timeout = _checked_busy_timeout(busy_timeout)
         self._retry = retry if retry is not None else RetryPolicy()
         self._own_engine = engine is None
         self._engine: Engine | None = engine
