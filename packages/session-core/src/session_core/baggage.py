@@ -323,6 +323,11 @@ def _load_reference(uid: str, storage: Any) -> dict[str, Any]:
 
 
 # -- the header --------------------------------------------------------------------------------------------
+def _member_key(raw: str) -> str:
+    """A member's key as OpenTelemetry's propagator reads it (``unquote_plus``), before stripping."""
+    return unquote(raw.replace("+", " ")) if "%" in raw or "+" in raw else raw
+
+
 def split_baggage(header: str) -> list[tuple[str, str, str]]:
     """Split a baggage header into ``(raw key, raw value, raw member)``.
 
@@ -337,7 +342,7 @@ def split_baggage(header: str) -> list[tuple[str, str, str]]:
         pair = member.split(";", 1)[0]
         key, eq, value = pair.partition("=")
         if not eq:
-            name = unquote(key.replace("+", " ")).strip(" \t") if "%" in key or "+" in key else key.strip(" \t")
+            name = _member_key(key).strip(" \t")
             if name.startswith(PREFIX):
                 raise _Refused(f"baggage member {name[:64]!r} has no '='")
             continue
@@ -358,8 +363,7 @@ def strip_session_members(header: str | None) -> str:
         if not stripped:
             continue
         key = stripped.split("=", 1)[0]
-        if "%" in key or "+" in key:
-            key = unquote(key.replace("+", " "))
+        key = _member_key(key)
         if not key.strip().startswith(PREFIX):
             kept.append(stripped)
     return ",".join(kept)
@@ -627,7 +631,7 @@ def _general_header_items(header: str) -> dict[str, str]:
         raise _Refused(f"baggage header has {len(members)} members, over the limit of {MAX_MEMBERS}")
     items: dict[str, str] = {}
     for raw_key, raw_value, member in members:
-        key = unquote(raw_key.replace("+", " ")) if "%" in raw_key or "+" in raw_key else raw_key
+        key = _member_key(raw_key)
         if not key.startswith(PREFIX):
             continue
         if len(member) > MAX_MEMBER_BYTES:
