@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import math
+import os
 import pickle
 import sqlite3
 import subprocess
@@ -26,7 +28,8 @@ from session_core import (
     open_storage,
     record_trace,
 )
-from session_storage_sql import SqliteSessionStorage, SqlSessionStorage
+from session_storage_sql import SqliteSessionStorage, SqlSessionStorage, codec
+from session_storage_sql.codec import decode_traces, encode_trace
 
 
 def ids(traces: list[Trace]) -> list[str]:
@@ -503,6 +506,74 @@ def test_any_trace_round_trips(hypothesis_storage: SqliteSessionStorage, trace: 
     hypothesis_storage.add_trace(["hyp-root", uid], "hyp", trace)
     (back,) = hypothesis_storage.get_traces(uid)
     assert back == expected
+
+
+# -- reading rows: msgspec (the `fast` extra) or the standard library, the same traces either way ----------------
+@pytest.fixture(params=["msgspec", "stdlib"])
+def parser(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Reads run with msgspec's parser (where the `fast` extra is installed) and with the standard library's."""
+    if request.param == "msgspec":
+        pytest.importorskip("msgspec", reason="the `fast` extra (msgspec) is not installed in this variant")
+    else:
+        monkeypatch.setattr(codec, "_fast_loads", None)
+    return str(request.param)
+
+
+def test_the_fast_extra_is_used_exactly_where_it_is_installed() -> None:
+    installed = importlib.util.find_spec("msgspec") is not None
+    variant = os.environ.get("SESSION_TEST_VARIANT")
+    if variant is not None:
+        assert installed is (variant == "all")  # nox's `all` variant installs every extra, `bare` none
+    assert (codec._fast_loads is not None) is installed
+
+
+def test_rows_another_writer_left_unreadable_are_skipped_with_an_error(
+    storage: Any, parser: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A row that is not JSON, or nests deeper than a parser follows (RecursionError used to escape
+    get_traces), costs that row alone; a row holding NaN, which msgspec refuses, is read as json.loads reads it."""
+    from sqlalchemy import text
+
+    storage.add_traces(["other"], "n", [Trace(name=n, timestamp=float(i)) for i, n in enumerate("abcd")])
+    _, b, c, d = storage.get_traces("other")
+    nan_row = f'{{"trace_id":"{d.trace_id}","name":"nan","timestamp":3.0,"output":[NaN,-Infinity]}}'
+    deep = "[" * 20_000 + "]" * 20_000
+    with storage.engine.begin() as conn:
+        for trace_id, data in [(b.trace_id, "{not json"), (c.trace_id, deep), (d.trace_id, nan_row)]:
+            conn.execute(text("UPDATE traces SET data = :data WHERE trace_id = :id"), {"data": data, "id": trace_id})
+    with caplog.at_level("ERROR", logger="session_storage_sql"):
+        got = storage.get_traces("other")
+    assert [t.name for t in got] == ["a", "nan"]
+    assert math.isnan(got[1].output[0]) and got[1].output[1] == -math.inf
+    skipped = [r.getMessage() for r in caplog.records if "not valid JSON" in r.getMessage()]
+    assert len(skipped) == 2 and "{not json" in skipped[0] and "[[[" in skipped[1], skipped
+
+
+_awkward = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers()  # any size: past 64 bits a parser may make them floats, which would lose digits
+    | st.floats()  # NaN and the infinities included
+    | st.text(max_size=8),  # lone surrogates included
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=4), inner, max_size=3),
+    max_leaves=10,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(values=st.lists(_awkward, min_size=1, max_size=5))
+def test_msgspec_reads_every_stored_trace_as_the_standard_library_does(values: list[Any]) -> None:
+    pytest.importorskip("msgspec", reason="the `fast` extra (msgspec) is not installed in this variant")
+    texts = [encode_trace(Trace(trace_id=f"t{i}", name="n", timestamp=1.5, output=v)) for i, v in enumerate(values)]
+    fast = decode_traces(texts)
+    saved = codec._fast_loads
+    codec._fast_loads = None
+    try:
+        plain = decode_traces(texts)
+    finally:
+        codec._fast_loads = saved
+    assert codec._fast_loads is not None
+    assert repr([t.to_dict() for t in fast]) == repr([t.to_dict() for t in plain])  # repr: NaN != NaN
 
 
 def test_read_traces_are_ordinary_independent_traces(storage: Any) -> None:

@@ -64,6 +64,15 @@ def _fallback(value: Any) -> Any:
 _dumps = json.JSONEncoder(separators=(",", ":"), default=_fallback).encode
 _loads = json.loads
 
+try:  # the `fast` extra: msgspec parses JSON about twice as fast as the standard library
+    from msgspec.json import Decoder as _Decoder
+except ImportError:
+    _fast_loads = None
+else:
+    # Where msgspec reads a text at all, it reads the values json.loads does (ints of any size included);
+    # what it refuses (NaN and the infinities, which `to_json` writes bare; a lone surrogate) goes to json.loads.
+    _fast_loads = _Decoder().decode
+
 
 def to_json(value: Any) -> str:
     """Compact JSON of any value, converting what JSON cannot represent (see the module docstring)."""
@@ -184,23 +193,34 @@ def _to_trace(data: Any) -> Trace:
 
 
 def decode_traces(texts: list[str]) -> list[Trace]:
-    """Many traces at once: one JSON parse of the whole batch (twice as fast as one parse per row). Run it under
-    `gc_paused` for large batches.
+    """Many traces at once: one JSON parse of the whole batch (twice as fast as one parse per row; twice as fast
+    again with the `fast` extra, msgspec). Run it under `gc_paused` for large batches.
 
-    A row that is not valid JSON (written by something else) is skipped with an error logged, so one bad row
-    does not hide a whole session's traces.
+    A row that is not valid JSON (written by something else), or nests deeper than the parser can follow, is
+    skipped with an error logged, so one bad row does not hide a whole session's traces.
     """
     if not texts:
         return []
-    try:
-        datas = _loads("[" + ",".join(texts) + "]")
-    except ValueError:
-        datas = []
-        for text in texts:
-            try:
-                datas.append(_loads(text))
-            except ValueError as exc:
-                logger.error("skipping a stored trace that is not valid JSON (%s): %.80r", exc, text)
+    parts = list(texts)  # brackets on the ends rather than around the joined text: one copy of it, not two
+    parts[0] = "[" + parts[0]
+    parts[-1] += "]"
+    batch = ",".join(parts)
+    datas: Any = None
+    if _fast_loads is not None:
+        try:
+            datas = _fast_loads(batch)
+        except Exception:  # NaN or an infinity, a lone surrogate, a bad row: the standard library's turn
+            datas = None
+    if datas is None:
+        try:
+            datas = _loads(batch)
+        except (ValueError, RecursionError):
+            datas = []
+            for text in texts:
+                try:
+                    datas.append(_loads(text))
+                except (ValueError, RecursionError) as exc:
+                    logger.error("skipping a stored trace that is not valid JSON (%s): %.80r", exc, text)
     return [_to_trace(data) for data in datas]
 
 
