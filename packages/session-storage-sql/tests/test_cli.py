@@ -435,6 +435,38 @@ def test_export_to_a_file_and_as_one_json_document(db: Db, tmp_path: Path, capsy
     )
 
 
+@pytest.mark.parametrize("count", [0, 1, 2_345])
+def test_export_streams_batches_into_the_text_one_dump_would_make(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], count: int
+) -> None:
+    """Export reads a batch at a time (`iter_traces`, 1,000 per read) and writes each trace as it comes; the
+    output is the text that dumping the whole session at once made, odd values and batch edges included."""
+    from session_storage_sql.cli import _record_dict
+    from session_storage_sql.cli_format import json_text
+
+    path = tmp_path / "many.db"
+    storage = SqliteSessionStorage(path)
+    storage.add_trace(["bigroot"], "big", Trace(name="root's own"))
+    odd = {"nan": float("nan"), "text": "ün☃ line\nnext", "lone": "\ud800", "deep": [[{"a": [1]}]]}
+    traces = [Trace(name=f"t{i}", timestamp=float(i // 7), output=odd if i % 500 == 0 else i) for i in range(count)]
+    storage.add_traces(["bigroot", "bigchild"], "big", traces)
+    storage.save_context({"name": "big", "uid_chain": ["bigroot", "bigchild"], "metadata": {"k": 1}})
+    record = storage.get_session("bigchild")
+    expected = [t.to_dict() for t in storage.get_traces("bigchild")]
+    storage.close()
+    assert len(expected) == count
+    document = json_text({"session": _record_dict(record), "traces": expected}, indent=2) + "\n"
+    lines = "".join(json_text(t) + "\n" for t in expected)
+    for form, wanted in (("jsonl", lines), ("json", document)):
+        code, out, err = run(capsys, "--db", str(path), "export", "bigchild", "--format", form)
+        assert (code, err) == (0, "")
+        assert out == wanted, form
+        target = tmp_path / f"out.{form}"
+        code, out, err = run(capsys, "--db", str(path), "export", "bigchild", "--format", form, "-o", str(target))
+        assert (code, out) == (0, "") and err.startswith(f"wrote {count} trace")
+        assert target.read_text(encoding="utf-8") == wanted
+
+
 def _strict_json(text: str) -> Any:
     def refuse(constant: str) -> Any:
         raise ValueError(f"{constant} is not JSON")

@@ -89,6 +89,64 @@ def test_session_name_filter(storage: Any) -> None:
     assert [t.name for t in storage.get_traces("r")] == ["x", "y", "z"]
 
 
+@pytest.mark.parametrize("batch_size", [1, 2, 3, 7, 1000])
+def test_iter_traces_reads_what_get_traces_reads_a_batch_at_a_time(storage: Any, batch_size: int) -> None:
+    """Equal timestamps, the same trace under two chains, a name filter: the same traces in the same order,
+    in one read per batch (and one more that finds the last batch was the end)."""
+    from sqlalchemy import event
+
+    storage.add_traces(["r", "a"], "alpha", [Trace(name=f"a{i}", timestamp=float(i // 3)) for i in range(7)])
+    storage.add_traces(["r", "b"], "beta", [Trace(name=f"b{i}", timestamp=1.0) for i in range(3)])
+    shared = storage.get_traces("a")[4]
+    storage.add_trace(["r", "b"], "beta", shared)  # linked under b too, with its stored position
+    reads: list[str] = []
+
+    def note(conn: Any, cursor: Any, statement: str, *rest: Any) -> None:
+        reads.append(statement)
+
+    event.listen(storage.engine, "before_cursor_execute", note)
+    try:
+        for uid, name in [("r", None), ("a", None), ("b", None), ("r", "beta"), ("r", "alpha")]:
+            expected = storage.get_traces(uid, name)
+            reads.clear()
+            assert ids(list(storage.iter_traces(uid, name, batch_size=batch_size))) == ids(expected)
+            assert len([sql for sql in reads if "LIMIT" in sql]) == len(expected) // batch_size + 1, (uid, name)
+    finally:
+        event.remove(storage.engine, "before_cursor_execute", note)
+
+
+def test_iter_traces_sees_later_traces_once_and_skips_unreadable_rows(storage: Any) -> None:
+    from sqlalchemy import text
+
+    storage.add_traces(["r"], "n", [Trace(name=str(i), timestamp=float(i)) for i in range(6)])
+    with storage.engine.begin() as conn:  # a row another writer left unreadable, in the first batch
+        conn.execute(
+            text("UPDATE traces SET data = '{' WHERE trace_id = :id"), {"id": storage.get_traces("r")[1].trace_id}
+        )
+    seen = []
+    for trace in storage.iter_traces("r", batch_size=2):
+        seen.append(trace.name)
+        if trace.name == "2":  # added meanwhile: one before the position reached, one after
+            storage.add_traces(["r"], "n", [Trace(name="early", timestamp=0.5), Trace(name="late", timestamp=9.0)])
+    assert seen == ["0", "2", "3", "4", "5", "late"]
+
+
+@pytest.mark.parametrize(
+    ("batch_size", "error"), [(0, ValueError), (-1, ValueError), (True, TypeError), (2.0, TypeError), ("9", TypeError)]
+)
+def test_iter_traces_checks_batch_size_when_called(storage: Any, batch_size: Any, error: type[Exception]) -> None:
+    with pytest.raises(error, match="batch_size"):
+        storage.iter_traces("r", batch_size=batch_size)  # not at the first next()
+
+
+def test_iter_traces_of_unknown_or_unstorable_uids_is_empty(storage: Any) -> None:
+    storage.add_trace(["r"], "n", Trace(name="x"))
+    assert list(storage.iter_traces("nobody")) == []
+    assert list(storage.iter_traces("nul\x00uid")) == [] and list(storage.iter_traces("\ud800")) == []
+    with pytest.raises(TypeError):
+        storage.iter_traces(b"r")
+
+
 def test_idempotent_by_trace_id(storage: Any) -> None:
     trace = Trace(name="once")
     for _ in range(3):  # a retried write, or the same trace recorded twice

@@ -14,10 +14,10 @@ import dataclasses
 import io
 import os
 import sys
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager, redirect_stderr
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TextIO
 
 from session_core import MissingOptionalDependency, StorageError, Trace, redact_url
 from session_storage_sql._version import __version__
@@ -483,34 +483,46 @@ def _session_fields(record: SessionRecord, traces: int) -> list[tuple[str, str]]
 
 # -- export ---------------------------------------------------------------------------------------------------
 def cmd_export(args: argparse.Namespace, out: Output) -> int:
-    """Write a session's traces as JSON Lines (one ``Trace.to_dict()`` per line) or one JSON document."""
-    with _database(args) as db:
-        record = db.find_session(args.uid)
-        traces = db.storage.get_traces(record.uid)
-        source = db.path
+    """Write a session's traces as JSON Lines (one ``Trace.to_dict()`` per line) or one JSON document, read and
+    written a batch at a time (`SqlSessionStorage.iter_traces`), so a session of any size exports in bounded
+    memory."""
     to_stdout = args.output is None or args.output == "-"
     ascii_only = to_stdout and not takes_unicode(sys.stdout)  # a file is always written in UTF-8
-    if args.format == "jsonl":
-        text = "".join(json_text(t.to_dict(), ascii_only=ascii_only) + "\n" for t in traces)
-    else:
-        document = {"session": _record_dict(record), "traces": [t.to_dict() for t in traces]}
-        text = json_text(document, indent=2, ascii_only=ascii_only) + "\n"
-    if to_stdout:
-        sys.stdout.write(text)
-        return 0
-    target = Path(args.output)
-    if source is not None and _same_file(target, source):
-        raise CliError(f"{target} is the database being read: give another file to export to (-o)")
-    try:
-        with open(target, "w", encoding="utf-8", newline="\n") as stream:
-            stream.write(text)
-    except OSError as exc:
-        raise CliError(f"cannot write {target}: {exc.strerror or exc}") from None
-    print(
-        f"wrote {len(traces)} trace{'s' if len(traces) != 1 else ''} of session {record.uid} to {target}",
-        file=sys.stderr,
-    )
+    with _database(args) as db:
+        record = db.find_session(args.uid)
+        traces = db.storage.iter_traces(record.uid)
+        if to_stdout:
+            _write_export(sys.stdout, record, traces, args.format, ascii_only)
+            return 0
+        target = Path(args.output)
+        if db.path is not None and _same_file(target, db.path):
+            raise CliError(f"{target} is the database being read: give another file to export to (-o)")
+        try:
+            with open(target, "w", encoding="utf-8", newline="\n") as stream:
+                count = _write_export(stream, record, traces, args.format, ascii_only)
+        except OSError as exc:
+            raise CliError(f"cannot write {target}: {exc.strerror or exc}") from None
+    print(f"wrote {count} trace{'s' if count != 1 else ''} of session {record.uid} to {target}", file=sys.stderr)
     return 0
+
+
+def _write_export(stream: TextIO, record: SessionRecord, traces: Iterable[Trace], form: str, ascii_only: bool) -> int:
+    """`traces` written to `stream` one by one; the JSON document is the text ``json.dumps(..., indent=2)`` makes
+    of ``{"session": ..., "traces": [...]}``. Returns how many traces were written."""
+    count = 0
+    if form == "jsonl":
+        for trace in traces:
+            stream.write(json_text(trace.to_dict(), ascii_only=ascii_only) + "\n")
+            count += 1
+        return count
+    head = json_text({"session": _record_dict(record)}, indent=2, ascii_only=ascii_only)
+    stream.write(head[: -len("\n}")] + ',\n  "traces": [')
+    for trace in traces:
+        item = json_text(trace.to_dict(), indent=2, ascii_only=ascii_only)
+        stream.write((",\n    " if count else "\n    ") + item.replace("\n", "\n    "))  # JSON strings hold no newline
+        count += 1
+    stream.write("\n  ]\n}\n" if count else "]\n}\n")
+    return count
 
 
 def _same_file(target: Path, source: Path) -> bool:

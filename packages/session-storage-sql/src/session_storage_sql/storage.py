@@ -16,10 +16,10 @@ import sqlite3
 import threading
 import time
 import weakref
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, TypeVar
 
-from sqlalchemy import Connection, Engine, Select, bindparam, delete, func, select, true, type_coerce
+from sqlalchemy import Connection, Engine, Select, bindparam, delete, func, literal, select, true, tuple_, type_coerce
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import URL
 from sqlalchemy.exc import SQLAlchemyError
@@ -552,6 +552,45 @@ class SqlSessionStorage:
 
         with gc_paused():
             return decode_traces([row[0] for row in self._run_raw("get_traces", op, write=False)])
+
+    def iter_traces(
+        self, session_uid: str, session_name: str | None = None, *, batch_size: int = 1000
+    ) -> Iterator[Trace]:
+        """The traces `get_traces` returns, in the same order, read `batch_size` at a time: memory bounded by a
+        batch rather than by the session, for sessions of millions of traces (``session-sql export`` uses it).
+
+        Each batch is a read of its own, retried like any read, that continues after the last trace of the one
+        before (by the position traces are listed in, not by an offset), so no trace is read twice or skipped
+        when others are added meanwhile; those added before the position reached are not seen. The arguments
+        are checked when this is called: `batch_size` must be an int of at least 1.
+        """
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int):
+            raise TypeError(f"batch_size must be an int, got {type(batch_size).__name__}")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        if not _findable(session_uid):
+            return iter(())
+        t, j = self._tables.traces, self._tables.trace_sessions
+        position = (j.c.timestamp, j.c.seq, j.c.trace_id)
+        query = select(t.c.data, *position).join_from(j, t, self._tables.linked())
+        query = query.where(j.c.session_uid == session_uid)
+        if session_name is not None:
+            query = query.where(t.c.session_name == self._text(session_name))
+        return self._batches(query.order_by(*position).limit(batch_size), position, batch_size)
+
+    def _batches(self, query: Select[Any], position: tuple[Any, ...], batch_size: int) -> Iterator[Trace]:
+        after: tuple[Any, ...] | None = None
+        while True:
+            page = query
+            if after is not None:
+                page = query.where(tuple_(*position) > tuple_(*(literal(v, c.type) for v, c in zip(after, position))))
+            rows = self._run("iter_traces", lambda conn, page=page: conn.execute(page).all(), write=False)
+            with gc_paused():
+                traces = decode_traces([row[0] for row in rows])
+            yield from traces
+            if len(rows) < batch_size:
+                return
+            after = tuple(rows[-1][1:])
 
     def clear(self, session_uid: str, session_name: str | None = None) -> None:
         """Delete the traces visible from `session_uid` (optionally only `session_name`'s) from every session."""
