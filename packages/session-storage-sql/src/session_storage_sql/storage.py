@@ -584,7 +584,7 @@ class SqlSessionStorage:
             page = query
             if after is not None:
                 page = query.where(tuple_(*position) > tuple_(*(literal(v, c.type) for v, c in zip(after, position))))
-            rows = self._run("iter_traces", lambda conn, page=page: conn.execute(page).all(), write=False)
+            rows: Sequence[Any] = self._run("iter_traces", functools.partial(_all_rows, page), write=False)
             with gc_paused():
                 traces = decode_traces([row[0] for row in rows])
             yield from traces
@@ -993,6 +993,10 @@ def _write_traces(
 def _chain_copy(chain: Sequence[str]) -> Sequence[str]:
     """A chain to hand to a worker thread: a copy, but a str as it is (so `add_traces` refuses it, not its letters)."""
     return chain if isinstance(chain, str) else list(chain)
+
+
+def _all_rows(query: Select[Any], conn: Connection) -> Sequence[Any]:
+    return conn.execute(query).all()
 
 
 def _findable(uid: object) -> bool:
