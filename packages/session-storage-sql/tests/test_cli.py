@@ -645,6 +645,29 @@ def test_a_database_with_only_part_of_the_schema_is_refused_unchanged(
     assert hashlib.sha256(path.read_bytes()).hexdigest() == before
 
 
+def test_a_database_that_fails_for_now_exits_1_not_as_a_usage_error(
+    db: Db, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A SQLite file another process holds locked, or a PostgreSQL server that refuses connections, exited 2 as if
+    the command were wrong; the README promises 1 when the database fails. A database that is not there stays 2."""
+    from session_storage_sql import cli_db
+
+    monkeypatch.setattr(cli_db, "LOCK_WAIT", 0.05)
+    holder = sqlite3.connect(db.path, isolation_level=None)
+    try:
+        holder.execute("PRAGMA locking_mode = EXCLUSIVE")
+        holder.execute("BEGIN EXCLUSIVE")
+        code, out, err = run(capsys, "--db", str(db.path), "ls")
+    finally:
+        holder.close()
+    assert (code, out) == (1, "") and "database is locked" in err and err.count("\n") == 1, err
+    assert run(capsys, "--db", str(db.path), "ls")[0] == 0  # released: readable again
+    if importlib.util.find_spec("psycopg") is not None:  # the refusal below needs no server, only the driver
+        code, out, err = run(capsys, "--db", "postgresql://nobody@127.0.0.1:1/none", "ls")
+        assert (code, out) == (1, "") and "Connection refused" in err and err.count("\n") == 1, err
+    assert_user_error(run(capsys, "--db", str(db.path.parent / "absent.db"), "ls"))
+
+
 def test_a_database_written_by_a_newer_version_is_named_as_the_user_gave_it(db: Db) -> None:
     with sqlite3.connect(db.path) as conn:
         conn.execute("UPDATE session_storage_meta SET value = '99' WHERE key = 'schema_version'")

@@ -24,7 +24,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from session_storage_sql.cli_args import CliError
 from session_storage_sql.errors import InvalidStorageURL, SchemaVersionError
 from session_storage_sql.records import SessionRecord
-from session_storage_sql.retry import describe
+from session_storage_sql.retry import describe, is_transient
 from session_storage_sql.schema import Tables, build_tables
 from session_storage_sql.storage import SqlSessionStorage
 from session_storage_sql.urls import parse_storage_url, sqlite_url
@@ -38,6 +38,7 @@ _META_TABLE = "session_storage_meta"
 _CHUNK = 500  # uids per IN (...) list
 _SHOWN_CANDIDATES = 5
 _MAX_LIMIT = 2**63 - 1  # the largest LIMIT a 64-bit integer parameter holds; more ranks every name anyway
+LOCK_WAIT = 5.0  # seconds a read waits for a SQLite file another process holds locked
 
 
 @dataclass
@@ -206,11 +207,13 @@ class Database:
 
     # -- plumbing ----------------------------------------------------------------------------------------------
     def _read(self, op: Any, *, failure: str | None = None, status: int = 1) -> Any:
-        """`op(connection)` in a read transaction; a database error becomes a one-line `CliError`."""
+        """`op(connection)` in a read transaction; a database error becomes a one-line `CliError`, with exit
+        status `status`, or 1 when the database failed for now (locked, busy, its server down or gone)."""
         try:
             with self.storage.engine.connect() as conn:
                 return op(conn)
         except (SQLAlchemyError, sqlite3.Error) as exc:
+            status = 1 if is_transient(exc) else status
             raise CliError(f"{failure or f'reading {self.url} failed'}: {describe(exc)}", status=status) from exc
 
 
@@ -234,7 +237,9 @@ def open_database(target: str | Path) -> Database:
         return _open_sqlite_file(Path(database), shown)
     if parsed.dialect == "sqlite":  # a SQLite URI (file:...) written by the user: as given, but read-only
         url = parsed.engine_url.update_query_dict({"mode": "ro", "uri": "true"})
-        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 5.0}, hide_parameters=True)
+        engine = create_engine(
+            url, connect_args={"check_same_thread": False, "timeout": LOCK_WAIT}, hide_parameters=True
+        )
         return _checked(Database(SqlSessionStorage(engine=engine), shown, None, engine))
     return _checked(Database(SqlSessionStorage(target), shown, None, None))
 
@@ -299,7 +304,7 @@ def _check_sqlite_file(path: Path, shown: str) -> None:
     """Check, without writing, that `path` is a session database (`CliError` otherwise)."""
     uri = f"file:{_quote_file(path)}?mode=ro"
     try:
-        conn = sqlite3.connect(uri, uri=True, timeout=5.0)
+        conn = sqlite3.connect(uri, uri=True, timeout=LOCK_WAIT)
         try:
             found = conn.execute(
                 "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (_META_TABLE,)
@@ -307,7 +312,7 @@ def _check_sqlite_file(path: Path, shown: str) -> None:
         finally:
             conn.close()
     except sqlite3.Error as exc:
-        raise CliError(f"cannot open {shown}: {describe(exc)}") from None
+        raise CliError(f"cannot open {shown}: {describe(exc)}", status=1 if is_transient(exc) else 2) from None
     if found is None:
         raise CliError(_not_sessions(shown))
 
@@ -320,7 +325,7 @@ def _read_only_sqlite_engine(path: Path) -> Engine:
     """An engine for the file `path`, built without parsing a URL, whose connections (``mode=ro``) can never
     create or change the file."""
     url = URL.create("sqlite", database="file:" + _quote_file(path), query={"mode": "ro", "uri": "true"})
-    return create_engine(url, connect_args={"check_same_thread": False, "timeout": 5.0}, hide_parameters=True)
+    return create_engine(url, connect_args={"check_same_thread": False, "timeout": LOCK_WAIT}, hide_parameters=True)
 
 
 def _quote_file(path: Path) -> str:
