@@ -349,6 +349,31 @@ async def test_async_api(storage: Any) -> None:
     assert ids(await storage.async_get_traces("b", "n")) == ids(got)
 
 
+async def test_async_iter_traces_reads_each_batch_in_a_worker_thread(storage: Any) -> None:
+    import threading
+
+    from sqlalchemy import event
+
+    storage.add_traces(["a", "b"], "n", [Trace(name=f"t{i}", timestamp=float(i // 2)) for i in range(7)])
+    reads: list[int] = []
+
+    def note(conn: Any, cursor: Any, statement: str, *rest: Any) -> None:
+        if "LIMIT" in statement:
+            reads.append(threading.get_ident())
+
+    event.listen(storage.engine, "before_cursor_execute", note)
+    try:
+        got = [trace async for trace in storage.async_iter_traces("a", batch_size=3)]
+    finally:
+        event.remove(storage.engine, "before_cursor_execute", note)
+    assert ids(got) == ids(storage.get_traces("a"))
+    assert len(reads) == 3 and threading.get_ident() not in reads  # 3 + 3 + 1, none on the loop's thread
+    assert [t.name async for t in storage.async_iter_traces("b", "n", batch_size=7)] == [t.name for t in got]
+    assert [t async for t in storage.async_iter_traces("nobody")] == []
+    with pytest.raises(ValueError, match="batch_size"):
+        storage.async_iter_traces("a", batch_size=0)  # checked when called, not at the first iteration
+
+
 async def test_async_calls_never_block_the_event_loop(tmp_path: Path) -> None:
     from session_storage_sql import RetryPolicy
 

@@ -16,7 +16,7 @@ import sqlite3
 import threading
 import time
 import weakref
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, TypeVar
 
 from sqlalchemy import Connection, Engine, Select, bindparam, delete, func, literal, select, true, tuple_, type_coerce
@@ -564,33 +564,65 @@ class SqlSessionStorage:
         when others are added meanwhile; those added before the position reached are not seen. The arguments
         are checked when this is called: `batch_size` must be an int of at least 1.
         """
+        pages = self._pages(session_uid, session_name, batch_size)
+
+        def traces() -> Iterator[Trace]:
+            after: tuple[Any, ...] | None = None
+            while pages is not None:
+                batch, after = pages(after)
+                yield from batch
+                if after is None:
+                    return
+
+        return traces()
+
+    def async_iter_traces(
+        self, session_uid: str, session_name: str | None = None, *, batch_size: int = 1000
+    ) -> AsyncIterator[Trace]:
+        """`iter_traces` for ``async for``: each batch is read in a worker thread, so the event loop never waits
+        on the database."""
+        pages = self._pages(session_uid, session_name, batch_size)
+
+        async def traces() -> AsyncIterator[Trace]:
+            after: tuple[Any, ...] | None = None
+            while pages is not None:
+                batch, after = await asyncio.to_thread(pages, after)
+                for trace in batch:
+                    yield trace
+                if after is None:
+                    return
+
+        return traces()
+
+    def _pages(
+        self, session_uid: str, session_name: str | None, batch_size: int
+    ) -> Callable[[tuple[Any, ...] | None], tuple[list[Trace], tuple[Any, ...] | None]] | None:
+        """For `iter_traces`: a reader of the batch after a position (None: the first batch) that returns the
+        batch and the position it ends at (None after the last); None when `session_uid` finds nothing."""
         if isinstance(batch_size, bool) or not isinstance(batch_size, int):
             raise TypeError(f"batch_size must be an int, got {type(batch_size).__name__}")
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
         if not _findable(session_uid):
-            return iter(())
+            return None
         t, j = self._tables.traces, self._tables.trace_sessions
         position = (j.c.timestamp, j.c.seq, j.c.trace_id)
         query = select(t.c.data, *position).join_from(j, t, self._tables.linked())
         query = query.where(j.c.session_uid == session_uid)
         if session_name is not None:
             query = query.where(t.c.session_name == self._text(session_name))
-        return self._batches(query.order_by(*position).limit(batch_size), position, batch_size)
+        query = query.order_by(*position).limit(batch_size)
 
-    def _batches(self, query: Select[Any], position: tuple[Any, ...], batch_size: int) -> Iterator[Trace]:
-        after: tuple[Any, ...] | None = None
-        while True:
-            page = query
+        def page(after: tuple[Any, ...] | None) -> tuple[list[Trace], tuple[Any, ...] | None]:
+            stmt = query
             if after is not None:
-                page = query.where(tuple_(*position) > tuple_(*(literal(v, c.type) for v, c in zip(after, position))))
-            rows: Sequence[Any] = self._run("iter_traces", functools.partial(_all_rows, page), write=False)
+                stmt = query.where(tuple_(*position) > tuple_(*(literal(v, c.type) for v, c in zip(after, position))))
+            rows: Sequence[Any] = self._run("iter_traces", functools.partial(_all_rows, stmt), write=False)
             with gc_paused():
-                traces = decode_traces([row[0] for row in rows])
-            yield from traces
-            if len(rows) < batch_size:
-                return
-            after = tuple(rows[-1][1:])
+                batch = decode_traces([row[0] for row in rows])
+            return batch, (tuple(rows[-1][1:]) if len(rows) == batch_size else None)
+
+        return page
 
     def clear(self, session_uid: str, session_name: str | None = None) -> None:
         """Delete the traces visible from `session_uid` (optionally only `session_name`'s) from every session."""
