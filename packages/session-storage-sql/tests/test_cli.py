@@ -467,6 +467,45 @@ def test_export_streams_batches_into_the_text_one_dump_would_make(
         assert target.read_text(encoding="utf-8") == wanted
 
 
+def test_an_export_the_database_fails_midway_leaves_no_partial_file(
+    db: Db, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Export streams batch by batch: when a later batch cannot be read (here the file is locked by another
+    process between two batches, past the retries), the command fails with one line and removes what it had
+    written, instead of leaving an export that looks whole."""
+    from sqlalchemy import Engine, event
+
+    from session_storage_sql import cli_db
+
+    monkeypatch.setattr(cli_db, "LOCK_WAIT", 0.01)
+    path = tmp_path / "midway.db"
+    storage = SqliteSessionStorage(path)
+    storage.add_traces(["midway"], "n", [Trace(name=str(i), timestamp=float(i)) for i in range(1_500)])
+    storage.close()
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("PRAGMA journal_mode = DELETE")  # an exclusive lock keeps readers out (WAL would let them in)
+    batches: list[str] = []
+
+    def lock_before_the_second_batch(conn: Any, cursor: Any, statement: str, *rest: Any) -> None:
+        if "LIMIT" in statement:
+            batches.append(statement)
+            if len(batches) == 2:
+                holder.execute("BEGIN EXCLUSIVE")
+
+    target = tmp_path / "midway.jsonl"
+    target.write_text("an older export\n", encoding="utf-8")
+    event.listen(Engine, "before_cursor_execute", lock_before_the_second_batch)
+    try:
+        code, out, err = run(capsys, "--db", str(path), "export", "midway", "-o", str(target))
+    finally:
+        event.remove(Engine, "before_cursor_execute", lock_before_the_second_batch)
+        holder.close()
+    assert (code, out) == (1, "") and "database is locked" in err and err.count("\n") == 1, err
+    assert not target.exists()
+    assert run(capsys, "--db", str(path), "export", "midway", "-o", str(target))[0] == 0  # unlocked: whole
+    assert len(target.read_text(encoding="utf-8").splitlines()) == 1_500
+
+
 def _strict_json(text: str) -> Any:
     def refuse(constant: str) -> Any:
         raise ValueError(f"{constant} is not JSON")

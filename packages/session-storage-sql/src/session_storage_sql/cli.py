@@ -15,7 +15,7 @@ import io
 import os
 import sys
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager, redirect_stderr
+from contextlib import contextmanager, redirect_stderr, suppress
 from pathlib import Path
 from typing import Any, NoReturn, TextIO
 
@@ -499,7 +499,13 @@ def cmd_export(args: argparse.Namespace, out: Output) -> int:
             raise CliError(f"{target} is the database being read: give another file to export to (-o)")
         try:
             with open(target, "w", encoding="utf-8", newline="\n") as stream:
-                count = _write_export(stream, record, traces, args.format, ascii_only)
+                try:
+                    count = _write_export(stream, record, traces, args.format, ascii_only)
+                except BaseException:  # the database failed, the disk filled, Ctrl-C: no half an export left
+                    if target.is_file():
+                        with suppress(OSError):
+                            target.unlink()
+                    raise
         except OSError as exc:
             raise CliError(f"cannot write {target}: {exc.strerror or exc}") from None
     print(f"wrote {count} trace{'s' if count != 1 else ''} of session {record.uid} to {target}", file=sys.stderr)

@@ -240,7 +240,7 @@ def open_database(target: str | Path) -> Database:
         engine = create_engine(
             url, connect_args={"check_same_thread": False, "timeout": LOCK_WAIT}, hide_parameters=True
         )
-        return _checked(Database(SqlSessionStorage(engine=engine), shown, None, engine))
+        return _checked(Database(SqlSessionStorage(engine=engine, busy_timeout=LOCK_WAIT), shown, None, engine))
     return _checked(Database(SqlSessionStorage(target), shown, None, None))
 
 
@@ -260,7 +260,7 @@ def _open_sqlite_file(path: Path, shown: str) -> Database:
     _check_sqlite_file(path, shown)
     # Always read-only, whatever the journal mode: the storage leaves a non-WAL database's mode as it is there.
     engine = _read_only_sqlite_engine(path)
-    return _checked(Database(SqlSessionStorage(engine=engine), shown, path, engine))
+    return _checked(Database(SqlSessionStorage(engine=engine, busy_timeout=LOCK_WAIT), shown, path, engine))
 
 
 def _checked(db: Database) -> Database:
