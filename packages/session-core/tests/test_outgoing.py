@@ -148,6 +148,20 @@ def test_a_nested_value_changed_in_place_to_another_type_is_sent_as_changed():
         assert repr(decode_baggage(session_baggage(s))["metadata"]["k"]) == "[True, {'x': -0.0}]"
 
 
+def test_containers_without_numbers_are_compared_by_value_alone_and_still_follow_changes():
+    """Only a container holding a number or a bool can change type behind ``==``; one of strings is checked by
+    ``==`` alone (so the header stays cached), and a number it gains later is watched from then on."""
+    with ContextVarSession("n", tags=["rl"]) as s:
+        first = session_baggage(s)
+        assert session_baggage(s) is first  # cached: no type walk needed for strings
+        s.metadata["tags"].append("eval")  # in place
+        assert decode_baggage(session_baggage(s))["metadata"]["tags"] == ["rl", "eval"]
+        s.metadata["tags"].append(1)
+        assert decode_baggage(session_baggage(s))["metadata"]["tags"] == ["rl", "eval", 1]
+        s.metadata["tags"][2] = True  # equal to 1: only the type changed
+        assert repr(decode_baggage(session_baggage(s))["metadata"]["tags"]) == "['rl', 'eval', True]"
+
+
 def test_the_header_stays_cached_across_unrelated_metadata_changes():
     with ContextVarSession("n", k=1, t=[1, 2.5]) as s:
         first = session_baggage(s)

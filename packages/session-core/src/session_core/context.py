@@ -182,19 +182,24 @@ def _flat_plain(metadata: dict[Any, Any]) -> bool:
 def _same_types(built: dict[str, Any], current: Mapping[str, Any]) -> bool:
     """Whether `built` (checked metadata, ``== current``) and `current` have the same JSON types throughout: ``==``
     takes 1, True and 1.0 (and 0.0 and -0.0) for one value, which JSON writes differently."""
-    for key, value in built.items():
-        other = current[key]
-        t = type(value)
-        if t is not type(other):
-            return False
-        if t is float:
-            if value == 0.0 and math.copysign(1.0, value) != math.copysign(1.0, other):
+    return all(_same_json_type(value, current[key]) for key, value in built.items())
+
+
+def _same_json_type(value: Any, other: Any) -> bool:
+    """`_same_types` of two equal values."""
+    t = type(value)
+    if t is not type(other):
+        return False
+    if t is float:
+        return value != 0.0 or math.copysign(1.0, value) == math.copysign(1.0, other)
+    if t is dict:
+        for key, item in value.items():
+            if not _same_json_type(item, other[key]):
                 return False
-        elif t is dict:
-            if not _same_types(value, other):
+    elif t is list:
+        for item, another in zip(value, other):
+            if not _same_json_type(item, another):
                 return False
-        elif t is list and not _same_types(dict(enumerate(value)), dict(enumerate(other))):  # type: ignore[arg-type]
-            return False
     return True
 
 

@@ -30,7 +30,7 @@ from session_core.baggage import (
     encode_baggage,
     strip_session_members,
 )
-from session_core.context import _same_types, json_safe, make_context
+from session_core.context import _same_json_type, _same_types, json_safe, make_context
 from session_core.errors import UnserializableMetadata
 from session_core.session import BaseSession
 from session_core.signing import resolve_signing_key
@@ -73,7 +73,9 @@ class _Entry:
         self.members = members
         self.expires = expires
         self.view = view  # the session's merged view they were built from: rebuilt on any metadata change
-        self.nested = any(type(v) is dict or type(v) is list for v in merged.values())  # may change in place
+        # containers may change in place, which rebuilds no view; == hides a change of type only where they hold
+        # a number or a bool (1 == True == 1.0, 0.0 == -0.0): those are compared on each use
+        self.nested = tuple(k for k, v in merged.items() if (type(v) is dict or type(v) is list) and _numeric(v))
 
 
 _entries: dict[int, _Entry] = {}
@@ -136,14 +138,28 @@ def _members(session: Any, key: bytes | None) -> str:
 
 def _same_types_since(entry: _Entry, merged: dict[str, Any]) -> bool:
     """Whether `merged`, equal to ``entry.merged``, also has its types: ``==`` takes 1, True and 1.0 (and 0.0 and
-    -0.0) for one value, which encode differently. Checked when the view was rebuilt (a metadata change), or every
-    time when it holds containers (changed in place, unnoticed); a match is noted, so a rebuilt view is checked once."""
-    if entry.view is merged and not entry.nested:
+    -0.0) for one value, which encode differently. Checked when the view was rebuilt (a metadata change), and every
+    time for its containers that hold numbers (changed in place, unnoticed); a match is noted, so a rebuilt view is
+    checked once."""
+    if entry.view is merged:  # only a container can have changed (in place): anything else rebuilds the view
+        built = entry.merged
+        for key in entry.nested:  # noqa: SIM110 - a loop: all() of a generator costs more on this per-request path
+            if not _same_json_type(built[key], merged[key]):
+                return False
         return True
     if not _same_types(entry.merged, merged):
         return False
     entry.view = merged
     return True
+
+
+def _numeric(value: Any) -> bool:
+    """Whether a JSON value holds an int, a float or a bool anywhere."""
+    if isinstance(value, dict):
+        return any(_numeric(item) for item in value.values())
+    if isinstance(value, list):
+        return any(_numeric(item) for item in value)
+    return isinstance(value, (int, float))
 
 
 def _encode_context(ctx: dict[str, Any], session: Any, key: bytes | None) -> str:
