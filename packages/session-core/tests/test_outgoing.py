@@ -162,6 +162,24 @@ def test_containers_without_numbers_are_compared_by_value_alone_and_still_follow
         assert repr(decode_baggage(session_baggage(s))["metadata"]["tags"]) == "['rl', 'eval', True]"
 
 
+def test_tuple_metadata_is_cached_and_what_it_holds_is_still_followed():
+    """A tuple value (sent as a JSON list) never equalled the list in the checked metadata, so a session with one
+    encoded its header again on every request. Tuples of scalars cannot change; what a tuple holds can."""
+    with ContextVarSession("n", tags=("rl", "eval")) as s:
+        first = session_baggage(s)
+        assert session_baggage(s) is first
+        assert decode_baggage(first)["metadata"]["tags"] == ["rl", "eval"]
+    with ContextVarSession("n", pair=("x", [1])) as s:
+        session_baggage(s)
+        assert session_baggage(s) is session_baggage(s)
+        s.metadata["pair"][1].append(2)  # in place, inside the tuple
+        assert decode_baggage(session_baggage(s))["metadata"]["pair"] == ["x", [1, 2]]
+    with ContextVarSession("n", points=[(1, 2)]) as s:
+        session_baggage(s)
+        s.metadata["points"][0] = (True, 2)  # equal to (1, 2): only a type inside the tuple changed
+        assert repr(decode_baggage(session_baggage(s))["metadata"]["points"]) == "[[True, 2]]"
+
+
 def test_the_header_stays_cached_across_unrelated_metadata_changes():
     with ContextVarSession("n", k=1, t=[1, 2.5]) as s:
         first = session_baggage(s)

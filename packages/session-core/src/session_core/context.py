@@ -196,7 +196,7 @@ def _same_json_type(value: Any, other: Any) -> bool:
         for key, item in value.items():
             if not _same_json_type(item, other[key]):
                 return False
-    elif t is list:
+    elif t is list or t is tuple:
         for item, another in zip(value, other):
             if not _same_json_type(item, another):
                 return False

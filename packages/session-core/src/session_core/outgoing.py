@@ -16,6 +16,7 @@ reaches a service the same way whichever of them sent it:
 
 from __future__ import annotations
 
+import copy
 import logging
 import threading
 import time
@@ -52,7 +53,7 @@ class _Entry:
     that reuses a freed one's ``id()`` has another uid.
     """
 
-    __slots__ = ("chain", "expires", "key", "members", "merged", "name", "nested", "uid", "view")
+    __slots__ = ("chain", "expires", "key", "members", "merged", "name", "uid", "watch")
 
     def __init__(
         self,
@@ -63,19 +64,24 @@ class _Entry:
         key: bytes | None,
         members: str,
         expires: float | None,
-        view: dict[str, Any],
+        watch: _Watch,
     ) -> None:
         self.uid = uid
         self.name = name
         self.chain = chain
-        self.merged = merged
+        self.merged = merged  # the checked metadata they were encoded from
         self.key = key
         self.members = members
         self.expires = expires
-        self.view = view  # the session's merged view they were built from: rebuilt on any metadata change
-        # containers may change in place, which rebuilds no view; == hides a change of type only where they hold
-        # a number or a bool (1 == True == 1.0, 0.0 == -0.0): those are compared on each use
-        self.nested = tuple(k for k, v in merged.items() if (type(v) is dict or type(v) is list) and _numeric(v))
+        self.watch = watch
+
+
+# The session's merged view the members describe (rebuilt on any metadata change, so while it is the same object
+# only its values that can change in place can have changed), and those values: each key with a copy of its value
+# and whether a change of type alone could hide behind == there. (None, ()) when no view can be watched.
+_Watch = tuple[dict[str, Any] | None, tuple[tuple[str, Any, bool], ...]]
+_UNWATCHED: _Watch = (None, ())
+_SCALARS = frozenset({str, int, float, bool, type(None)})
 
 
 _entries: dict[int, _Entry] = {}
@@ -119,16 +125,16 @@ def _members(session: Any, key: bytes | None) -> str:
         and (entry.expires is None or time.monotonic() < entry.expires)
         and entry.name == name
         and entry.chain == chain
-        and entry.merged == merged
-        and _same_types_since(entry, merged)
+        and _unchanged(entry, merged)
     ):
         return entry.members
+    watch = _watch(merged)  # before encoding: a change made meanwhile is a miss next time, never a stale hit
     ctx = _context(session)
     members = _encode_context(ctx, session, key)
     if len(ctx["metadata"]) != len(merged):
         return members  # values were left out: no copy of what the session holds to check a cached entry against
     expires = time.monotonic() + SIGNED_TTL if key else None
-    new = _Entry(chain[-1], name, chain, ctx["metadata"], key, members, expires, merged)
+    new = _Entry(chain[-1], name, chain, ctx["metadata"], key, members, expires, watch)
     with _entries_lock:
         if len(_entries) >= _CACHE_SIZE:
             _entries.pop(next(iter(_entries)), None)
@@ -136,28 +142,53 @@ def _members(session: Any, key: bytes | None) -> str:
     return members
 
 
-def _same_types_since(entry: _Entry, merged: dict[str, Any]) -> bool:
-    """Whether `merged`, equal to ``entry.merged``, also has its types: ``==`` takes 1, True and 1.0 (and 0.0 and
-    -0.0) for one value, which encode differently. Checked when the view was rebuilt (a metadata change), and every
-    time for its containers that hold numbers (changed in place, unnoticed); a match is noted, so a rebuilt view is
-    checked once."""
-    if entry.view is merged:  # only a container can have changed (in place): anything else rebuilds the view
-        built = entry.merged
-        for key in entry.nested:  # noqa: SIM110 - a loop: all() of a generator costs more on this per-request path
-            if not _same_json_type(built[key], merged[key]):
+def _unchanged(entry: _Entry, merged: dict[str, Any]) -> bool:
+    """Whether `merged` (the session's merged view) still has the metadata the entry's members were encoded from.
+
+    While the view is the one they were built from, only its values that can change in place are compared with
+    their copies (``==``, and where it could hide a change of type, the types: ``==`` takes 1, True and 1.0, and
+    0.0 and -0.0, for one value, which encode differently). A rebuilt view (a metadata change) is compared whole
+    with the checked metadata, once: a match is noted, with new copies.
+    """
+    view, watched = entry.watch
+    if view is merged:
+        for key, copied, numeric in watched:
+            value = merged[key]
+            if value != copied or (numeric and not _same_json_type(copied, value)):
                 return False
         return True
-    if not _same_types(entry.merged, merged):
+    watch = _watch(merged)
+    if entry.merged != merged or not _same_types(entry.merged, merged):
         return False
-    entry.view = merged
+    entry.watch = watch
     return True
 
 
+def _watch(view: dict[str, Any]) -> _Watch:
+    """`view` with copies of its values that can change in place (lists, dicts, other objects; not JSON scalars
+    or tuples of them); `_UNWATCHED` when one cannot be copied."""
+    watched = []
+    for key, value in view.items():
+        if not _fixed(value):
+            try:
+                copied = copy.deepcopy(value)
+            except Exception:  # an object deepcopy cannot take: such a session's members are rebuilt on every use
+                return _UNWATCHED
+            watched.append((key, copied, _numeric(copied)))
+    return view, tuple(watched)
+
+
+def _fixed(value: Any) -> bool:
+    """Whether `value` cannot change in place: a JSON scalar, or a tuple of them."""
+    kind = type(value)
+    return kind in _SCALARS or (kind is tuple and all(_fixed(item) for item in value))
+
+
 def _numeric(value: Any) -> bool:
-    """Whether a JSON value holds an int, a float or a bool anywhere."""
+    """Whether `value` holds an int, a float or a bool anywhere (in dicts, lists and tuples)."""
     if isinstance(value, dict):
         return any(_numeric(item) for item in value.values())
-    if isinstance(value, list):
+    if isinstance(value, (list, tuple)):
         return any(_numeric(item) for item in value)
     return isinstance(value, (int, float))
 
