@@ -180,6 +180,68 @@ def test_tuple_metadata_is_cached_and_what_it_holds_is_still_followed():
         assert repr(decode_baggage(session_baggage(s))["metadata"]["points"]) == "[[True, 2]]"
 
 
+_scalars = st.sampled_from([0, 1, True, False, 1.0, 0.0, -0.0, 2, "1", "", None])
+_values = st.recursive(
+    _scalars,
+    lambda inner: (
+        st.lists(inner, max_size=3)
+        | st.lists(inner, max_size=3).map(tuple)
+        | st.dictionaries(st.sampled_from(["a", "b"]), inner, max_size=2)
+    ),
+    max_leaves=6,
+)
+_steps = st.lists(
+    st.tuples(st.sampled_from(["set", "outer", "append", "item", "retype"]), st.integers(0, 20), _values),
+    max_size=8,
+)
+
+
+def _containers(value: Any) -> list[Any]:
+    """Every list and dict reachable from `value` (through tuples too), outermost first."""
+    found = [value] if isinstance(value, (list, dict)) else []
+    items = value.values() if isinstance(value, dict) else value if isinstance(value, (list, tuple)) else ()
+    for item in items:
+        found += _containers(item)
+    return found
+
+
+def _equal_of_another_type(old: Any) -> list[Any]:
+    """The values == `old` that encode differently (1, True, 1.0; 0, False, 0.0, -0.0)."""
+    if type(old) not in (int, float, bool):
+        return []
+    group = [1, True, 1.0] if old == 1 else [0, False, 0.0, -0.0] if old == 0 else []
+    return [v for v in group if repr(v) != repr(old)]
+
+
+@settings(max_examples=200, deadline=None)
+@given(first=_values, steps=_steps)
+def test_the_cached_header_follows_any_sequence_of_changes(first: Any, steps: list[tuple[str, int, Any]]) -> None:
+    """Metadata set anew (here and in the enclosing session), and containers changed in place: appended to,
+    an item replaced, or an item replaced by an equal value of another type (1 and True, 0.0 and -0.0), which
+    only the cache's type check sees. After each step the header is the encoded context, as if never cached."""
+    with ContextVarSession("outer", o=1) as outer, ContextVarSession("inner", v=first) as s:
+        assert session_baggage(s) == encode_baggage(s.to_context())
+        for kind, pick, value in steps:
+            containers = [c for v in s.metadata.values() for c in _containers(v)]
+            if kind == "set":
+                s.metadata[["v", "w"][pick % 2]] = value
+            elif kind == "outer":
+                outer.metadata["o"] = value
+            elif containers:
+                target = containers[pick % len(containers)]
+                keys = list(target) if isinstance(target, dict) else list(range(len(target)))
+                if kind == "append" or not keys:
+                    if isinstance(target, list):
+                        target.append(value)
+                    else:
+                        target["a" if "a" not in target else "b"] = value
+                else:
+                    key = keys[pick % len(keys)]
+                    same = _equal_of_another_type(target[key])
+                    target[key] = same[pick % len(same)] if kind == "retype" and same else value
+            assert session_baggage(s) == encode_baggage(s.to_context()), (kind, dict(s.metadata))
+
+
 def test_the_header_stays_cached_across_unrelated_metadata_changes():
     with ContextVarSession("n", k=1, t=[1, 2.5]) as s:
         first = session_baggage(s)
