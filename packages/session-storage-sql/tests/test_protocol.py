@@ -131,6 +131,16 @@ def test_iter_traces_sees_later_traces_once_and_skips_unreadable_rows(storage: A
     assert seen == ["0", "2", "3", "4", "5", "late"]
 
 
+@pytest.mark.parametrize("batch_size", [2**63 - 1, 2**63, 10**30])
+def test_iter_traces_with_a_batch_size_beyond_64_bits_reads_everything_at_once(storage: Any, batch_size: int) -> None:
+    """Any int of at least 1 is a batch size: one beyond what a LIMIT takes (SQLite raised OverflowError,
+    PostgreSQL "bigint out of range") reads the whole session in one batch."""
+    storage.add_traces(["r", "a"], "n", [Trace(name=str(i), timestamp=float(i % 3)) for i in range(5)])
+    expected = ids(storage.get_traces("r"))
+    assert ids(list(storage.iter_traces("r", batch_size=batch_size))) == expected
+    assert ids(list(storage.iter_traces("a", "n", batch_size=batch_size))) == expected
+
+
 @pytest.mark.parametrize(
     ("batch_size", "error"), [(0, ValueError), (-1, ValueError), (True, TypeError), (2.0, TypeError), ("9", TypeError)]
 )

@@ -611,7 +611,10 @@ class SqlSessionStorage:
         query = query.where(j.c.session_uid == session_uid)
         if session_name is not None:
             query = query.where(t.c.session_name == self._text(session_name))
-        query = query.order_by(*position).limit(batch_size)
+        # A batch_size beyond 64 bits reads everything at once: neither database takes it as a LIMIT (SQLite
+        # raised OverflowError, PostgreSQL "bigint out of range"), and no session holds that many traces.
+        limit = min(batch_size, _INT64_MAX)
+        query = query.order_by(*position).limit(limit)
 
         def page(after: tuple[Any, ...] | None) -> tuple[list[Trace], tuple[Any, ...] | None]:
             stmt = query
@@ -620,7 +623,7 @@ class SqlSessionStorage:
             rows: Sequence[Any] = self._run("iter_traces", functools.partial(_all_rows, stmt), write=False)
             with gc_paused():
                 batch = decode_traces([row[0] for row in rows])
-            return batch, (tuple(rows[-1][1:]) if len(rows) == batch_size else None)
+            return batch, (tuple(rows[-1][1:]) if len(rows) == limit else None)
 
         return page
 
