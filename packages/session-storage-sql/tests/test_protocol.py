@@ -131,6 +131,33 @@ def test_iter_traces_sees_later_traces_once_and_skips_unreadable_rows(storage: A
     assert seen == ["0", "2", "3", "4", "5", "late"]
 
 
+def test_rows_another_writer_left_unreadable_are_skipped_whatever_batch_they_share(storage: Any) -> None:
+    """Rows that are JSON but no object (``null``, a list) made `get_traces` and `iter_traces` raise TypeError;
+    a row holding two objects (``{...},{...}``) was read as two traces when its batch parsed at once (and
+    skipped when a bad neighbour made each row parse alone), and two fragments of one object in one batch as
+    one trace: each is skipped, in every batch size."""
+    from sqlalchemy import text
+
+    storage.add_traces(["r", "a"], "n", [Trace(name=str(i), timestamp=float(i)) for i in range(5)])
+    storage.add_traces(["f"], "n", [Trace(name=str(i), timestamp=float(i)) for i in range(4)])
+    stored, split = storage.get_traces("r"), storage.get_traces("f")
+    rows = [
+        (stored[1], "null"),
+        (stored[2], "[1]"),
+        (stored[3], f"{encode_trace(stored[3])},{encode_trace(stored[3])}"),
+        (split[1], '{"trace_id":"frag","name":"frag","timestamp":4.0,"metadata":{"a":[1'),
+        (split[2], "2]}}"),
+    ]
+    with storage.engine.begin() as conn:
+        for trace, data in rows:
+            conn.execute(text("UPDATE traces SET data = :d WHERE trace_id = :id"), {"d": data, "id": trace.trace_id})
+    assert [t.name for t in storage.get_traces("r")] == ["0", "4"]
+    assert [t.name for t in storage.get_traces("f")] == ["0", "3"]
+    for batch_size in (1, 2, 3, 4, 1000):
+        for uid, name, wanted in (("r", None, ["0", "4"]), ("a", "n", ["0", "4"]), ("f", None, ["0", "3"])):
+            assert [t.name for t in storage.iter_traces(uid, name, batch_size=batch_size)] == wanted, batch_size
+
+
 @pytest.mark.parametrize("batch_size", [2**63 - 1, 2**63, 10**30])
 def test_iter_traces_with_a_batch_size_beyond_64_bits_reads_everything_at_once(storage: Any, batch_size: int) -> None:
     """Any int of at least 1 is a batch size: one beyond what a LIMIT takes (SQLite raised OverflowError,
