@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import io
+import itertools
 import os
 import sys
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -497,6 +498,9 @@ def cmd_export(args: argparse.Namespace, out: Output) -> int:
         target = Path(args.output)
         if db.path is not None and _same_file(target, db.path):
             raise CliError(f"{target} is the database being read: give another file to export to (-o)")
+        # The first batch is read before the file is opened (emptied): a database that fails from the start
+        # (locked past the retries, unreachable) leaves an older export there as it was.
+        traces = itertools.chain(list(itertools.islice(traces, 1)), traces)
         try:
             with open(target, "w", encoding="utf-8", newline="\n") as stream:
                 try:
