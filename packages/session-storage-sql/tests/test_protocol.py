@@ -158,6 +158,67 @@ def test_rows_another_writer_left_unreadable_are_skipped_whatever_batch_they_sha
             assert [t.name for t in storage.iter_traces(uid, name, batch_size=batch_size)] == wanted, batch_size
 
 
+def test_each_iter_traces_batch_reads_its_own_rows_not_the_rest_of_the_session(storage: Any) -> None:
+    """A batch is a range of the junction's primary key, read in its order up to the LIMIT: the plan of a
+    batch in the middle reads about `batch_size` junction rows. On PostgreSQL, joining traces on trace_id and
+    seq made the planner take the join for one row and sort the whole rest of the session for every batch
+    (a read of all of it per batch: quadratic in the session's size)."""
+    import json
+
+    from sqlalchemy import event
+
+    storage.add_traces(["r", "a"], "n", [Trace(name=str(i), timestamp=float(i // 2)) for i in range(4000)])
+    storage.add_traces(["q"], "n", [Trace(name=str(i), timestamp=float(i)) for i in range(2000)])
+    with storage.engine.begin() as conn:
+        conn.exec_driver_sql("ANALYZE")
+    pages: list[tuple[str, Any]] = []
+
+    def note(conn: Any, cursor: Any, statement: str, parameters: Any, *rest: Any) -> None:
+        if "LIMIT" in statement:
+            pages.append((statement, parameters))
+
+    event.listen(storage.engine, "before_cursor_execute", note)
+    try:
+        for name in (None, "n"):
+            pages.clear()
+            assert len(list(storage.iter_traces("r", name, batch_size=100))) == 4000
+            statement, parameters = pages[len(pages) // 2]
+            with storage.engine.connect() as conn:
+                if storage.dialect == "sqlite":
+                    plan = " / ".join(
+                        row[-1] for row in conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {statement}", parameters)
+                    )
+                    assert "SEARCH trace_sessions USING PRIMARY KEY" in plan and "TEMP B-TREE" not in plan, plan
+                    continue
+                explained = conn.exec_driver_sql(f"EXPLAIN (ANALYZE, FORMAT JSON) {statement}", parameters).scalar()
+            document = json.loads(explained) if isinstance(explained, str) else explained
+            nodes, junction_rows = [document[0]["Plan"]], 0
+            while nodes:
+                node = nodes.pop()
+                nodes.extend(node.get("Plans", []))
+                if node.get("Relation Name") == "trace_sessions":
+                    junction_rows += node["Actual Rows"] * node["Actual Loops"]
+            assert 100 <= junction_rows <= 101, (name, junction_rows)
+    finally:
+        event.remove(storage.engine, "before_cursor_execute", note)
+
+
+def test_iter_traces_passes_over_links_that_outlived_their_trace(storage: Any) -> None:
+    """A trace linked under a second chain and cleared from the first leaves that link behind; its trace_id
+    added again (a new seq) is no trace of that session: `iter_traces` reads what `get_traces` does, in any
+    batch size, a stale link ending a batch included."""
+    traces = [Trace(name=str(i), timestamp=float(i)) for i in range(6)]
+    storage.add_traces(["r", "a"], "n", traces)
+    storage.add_traces(["s"], "n", traces)
+    storage.clear("r")
+    storage.add_traces(["t"], "n", traces[::2])
+    storage.add_traces(["s"], "n", [Trace(name="late", timestamp=9.0)])
+    assert [t.name for t in storage.get_traces("s")] == ["late"]
+    for batch_size in (1, 2, 3, 4, 1000):
+        assert [t.name for t in storage.iter_traces("s", batch_size=batch_size)] == ["late"]
+        assert [t.name for t in storage.iter_traces("s", "n", batch_size=batch_size)] == ["late"]
+
+
 @pytest.mark.parametrize("batch_size", [2**63 - 1, 2**63, 10**30])
 def test_iter_traces_with_a_batch_size_beyond_64_bits_reads_everything_at_once(storage: Any, batch_size: int) -> None:
     """Any int of at least 1 is a batch size: one beyond what a LIMIT takes (SQLite raised OverflowError,
