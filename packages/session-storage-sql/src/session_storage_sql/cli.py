@@ -506,7 +506,9 @@ def cmd_export(args: argparse.Namespace, out: Output) -> int:
                 try:
                     count = _write_export(stream, record, traces, args.format, ascii_only)
                 except BaseException:  # the database failed, the disk filled, Ctrl-C: no half an export left
-                    if target.is_file():
+                    # A regular file by that name only: unlinking a symlink (/dev/stdout is one, removable by
+                    # root) removed the link and left the file it points to, which may hold more, as written.
+                    if target.is_file() and not target.is_symlink():
                         with suppress(OSError):
                             target.unlink()
                     raise
