@@ -506,6 +506,81 @@ def test_an_export_the_database_fails_midway_leaves_no_partial_file(
     assert len(target.read_text(encoding="utf-8").splitlines()) == 1_500
 
 
+def test_an_export_the_database_fails_before_its_first_trace_leaves_an_older_file_as_it_was(
+    db: Db, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The session is found, then the file is locked before the first batch is read: the command fails with
+    one line, and the file it was to write holds the older export still, as before export streamed (it was
+    emptied, then removed)."""
+    from sqlalchemy import Engine, event
+
+    from session_storage_sql import cli_db
+
+    monkeypatch.setattr(cli_db, "LOCK_WAIT", 0.01)
+    path = tmp_path / "early.db"
+    storage = SqliteSessionStorage(path)
+    storage.add_traces(["early"], "n", [Trace(name=str(i), timestamp=float(i)) for i in range(3)])
+    storage.close()
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("PRAGMA journal_mode = DELETE")  # an exclusive lock keeps readers out (WAL would let them in)
+
+    def lock_before_the_first_batch(conn: Any, cursor: Any, statement: str, *rest: Any) -> None:
+        if "LIMIT" in statement and not holder.in_transaction:
+            holder.execute("BEGIN EXCLUSIVE")
+
+    target = tmp_path / "early.jsonl"
+    target.write_text("an older export\n", encoding="utf-8")
+    event.listen(Engine, "before_cursor_execute", lock_before_the_first_batch)
+    try:
+        code, out, err = run(capsys, "--db", str(path), "export", "early", "-o", str(target))
+    finally:
+        event.remove(Engine, "before_cursor_execute", lock_before_the_first_batch)
+        holder.close()
+    assert (code, out) == (1, "") and "database is locked" in err and err.count("\n") == 1, err
+    assert target.read_text(encoding="utf-8") == "an older export\n"
+    assert run(capsys, "--db", str(path), "export", "early", "-o", str(target))[0] == 0  # unlocked: written
+    assert len(target.read_text(encoding="utf-8").splitlines()) == 3
+
+
+def test_an_export_failing_midway_through_a_symlink_leaves_the_link(
+    db: Db, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """-o names a symlink (``/dev/stdout`` is one, to the file the shell redirected to): a failure partway
+    removed the link itself (as root, /dev/stdout from the system) and left the file it points to half
+    written. Only a regular file the export created by that name is removed; a link is left as it is."""
+    from sqlalchemy import Engine, event
+
+    from session_storage_sql import cli_db
+
+    monkeypatch.setattr(cli_db, "LOCK_WAIT", 0.01)
+    path = tmp_path / "linked.db"
+    storage = SqliteSessionStorage(path)
+    storage.add_traces(["linked"], "n", [Trace(name=str(i), timestamp=float(i)) for i in range(1_500)])
+    storage.close()
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("PRAGMA journal_mode = DELETE")  # an exclusive lock keeps readers out (WAL would let them in)
+    batches: list[str] = []
+
+    def lock_before_the_second_batch(conn: Any, cursor: Any, statement: str, *rest: Any) -> None:
+        if "LIMIT" in statement:
+            batches.append(statement)
+            if len(batches) == 2:
+                holder.execute("BEGIN EXCLUSIVE")
+
+    real = tmp_path / "real.jsonl"
+    real.write_text("", encoding="utf-8")
+    link = tmp_path / "link.jsonl"
+    link.symlink_to(real)
+    event.listen(Engine, "before_cursor_execute", lock_before_the_second_batch)
+    try:
+        code, out, err = run(capsys, "--db", str(path), "export", "linked", "-o", str(link))
+    finally:
+        event.remove(Engine, "before_cursor_execute", lock_before_the_second_batch)
+        holder.close()
+    assert (code, out) == (1, "") and "database is locked" in err and err.count("\n") == 1, err
+    assert link.is_symlink() and link.resolve() == real.resolve()
+
+
 def _strict_json(text: str) -> Any:
     def refuse(constant: str) -> Any:
         raise ValueError(f"{constant} is not JSON")

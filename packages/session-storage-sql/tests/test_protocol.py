@@ -131,6 +131,104 @@ def test_iter_traces_sees_later_traces_once_and_skips_unreadable_rows(storage: A
     assert seen == ["0", "2", "3", "4", "5", "late"]
 
 
+def test_rows_another_writer_left_unreadable_are_skipped_whatever_batch_they_share(storage: Any) -> None:
+    """Rows that are JSON but no object (``null``, a list) made `get_traces` and `iter_traces` raise TypeError;
+    a row holding two objects (``{...},{...}``) was read as two traces when its batch parsed at once (and
+    skipped when a bad neighbour made each row parse alone), and two fragments of one object in one batch as
+    one trace: each is skipped, in every batch size."""
+    from sqlalchemy import text
+
+    storage.add_traces(["r", "a"], "n", [Trace(name=str(i), timestamp=float(i)) for i in range(5)])
+    storage.add_traces(["f"], "n", [Trace(name=str(i), timestamp=float(i)) for i in range(4)])
+    stored, split = storage.get_traces("r"), storage.get_traces("f")
+    rows = [
+        (stored[1], "null"),
+        (stored[2], "[1]"),
+        (stored[3], f"{encode_trace(stored[3])},{encode_trace(stored[3])}"),
+        (split[1], '{"trace_id":"frag","name":"frag","timestamp":4.0,"metadata":{"a":[1'),
+        (split[2], "2]}}"),
+    ]
+    with storage.engine.begin() as conn:
+        for trace, data in rows:
+            conn.execute(text("UPDATE traces SET data = :d WHERE trace_id = :id"), {"d": data, "id": trace.trace_id})
+    assert [t.name for t in storage.get_traces("r")] == ["0", "4"]
+    assert [t.name for t in storage.get_traces("f")] == ["0", "3"]
+    for batch_size in (1, 2, 3, 4, 1000):
+        for uid, name, wanted in (("r", None, ["0", "4"]), ("a", "n", ["0", "4"]), ("f", None, ["0", "3"])):
+            assert [t.name for t in storage.iter_traces(uid, name, batch_size=batch_size)] == wanted, batch_size
+
+
+def test_each_iter_traces_batch_reads_its_own_rows_not_the_rest_of_the_session(storage: Any) -> None:
+    """A batch is a range of the junction's primary key, read in its order up to the LIMIT: the plan of a
+    batch in the middle reads about `batch_size` junction rows. On PostgreSQL, joining traces on trace_id and
+    seq made the planner take the join for one row and sort the whole rest of the session for every batch
+    (a read of all of it per batch: quadratic in the session's size)."""
+    import json
+
+    from sqlalchemy import event
+
+    storage.add_traces(["r", "a"], "n", [Trace(name=str(i), timestamp=float(i // 2)) for i in range(4000)])
+    storage.add_traces(["q"], "n", [Trace(name=str(i), timestamp=float(i)) for i in range(2000)])
+    with storage.engine.begin() as conn:
+        conn.exec_driver_sql("ANALYZE")
+    pages: list[tuple[str, Any]] = []
+
+    def note(conn: Any, cursor: Any, statement: str, parameters: Any, *rest: Any) -> None:
+        if "LIMIT" in statement:
+            pages.append((statement, parameters))
+
+    event.listen(storage.engine, "before_cursor_execute", note)
+    try:
+        for name in (None, "n"):
+            pages.clear()
+            assert len(list(storage.iter_traces("r", name, batch_size=100))) == 4000
+            statement, parameters = pages[len(pages) // 2]
+            with storage.engine.connect() as conn:
+                if storage.dialect == "sqlite":
+                    plan = " / ".join(
+                        row[-1] for row in conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {statement}", parameters)
+                    )
+                    assert "SEARCH trace_sessions USING PRIMARY KEY" in plan and "TEMP B-TREE" not in plan, plan
+                    continue
+                explained = conn.exec_driver_sql(f"EXPLAIN (ANALYZE, FORMAT JSON) {statement}", parameters).scalar()
+            document = json.loads(explained) if isinstance(explained, str) else explained
+            nodes, junction_rows = [document[0]["Plan"]], 0
+            while nodes:
+                node = nodes.pop()
+                nodes.extend(node.get("Plans", []))
+                if node.get("Relation Name") == "trace_sessions":
+                    junction_rows += node["Actual Rows"] * node["Actual Loops"]
+            assert 100 <= junction_rows <= 101, (name, junction_rows)
+    finally:
+        event.remove(storage.engine, "before_cursor_execute", note)
+
+
+def test_iter_traces_passes_over_links_that_outlived_their_trace(storage: Any) -> None:
+    """A trace linked under a second chain and cleared from the first leaves that link behind; its trace_id
+    added again (a new seq) is no trace of that session: `iter_traces` reads what `get_traces` does, in any
+    batch size, a stale link ending a batch included."""
+    traces = [Trace(name=str(i), timestamp=float(i)) for i in range(6)]
+    storage.add_traces(["r", "a"], "n", traces)
+    storage.add_traces(["s"], "n", traces)
+    storage.clear("r")
+    storage.add_traces(["t"], "n", traces[::2])
+    storage.add_traces(["s"], "n", [Trace(name="late", timestamp=9.0)])
+    assert [t.name for t in storage.get_traces("s")] == ["late"]
+    for batch_size in (1, 2, 3, 4, 1000):
+        assert [t.name for t in storage.iter_traces("s", batch_size=batch_size)] == ["late"]
+        assert [t.name for t in storage.iter_traces("s", "n", batch_size=batch_size)] == ["late"]
+
+
+@pytest.mark.parametrize("batch_size", [2**63 - 1, 2**63, 10**30])
+def test_iter_traces_with_a_batch_size_beyond_64_bits_reads_everything_at_once(storage: Any, batch_size: int) -> None:
+    """Any int of at least 1 is a batch size: one beyond what a LIMIT takes (SQLite raised OverflowError,
+    PostgreSQL "bigint out of range") reads the whole session in one batch."""
+    storage.add_traces(["r", "a"], "n", [Trace(name=str(i), timestamp=float(i % 3)) for i in range(5)])
+    expected = ids(storage.get_traces("r"))
+    assert ids(list(storage.iter_traces("r", batch_size=batch_size))) == expected
+    assert ids(list(storage.iter_traces("a", "n", batch_size=batch_size))) == expected
+
+
 @pytest.mark.parametrize(
     ("batch_size", "error"), [(0, ValueError), (-1, ValueError), (True, TypeError), (2.0, TypeError), ("9", TypeError)]
 )

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import io
+import itertools
 import os
 import sys
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -497,12 +498,17 @@ def cmd_export(args: argparse.Namespace, out: Output) -> int:
         target = Path(args.output)
         if db.path is not None and _same_file(target, db.path):
             raise CliError(f"{target} is the database being read: give another file to export to (-o)")
+        # The first batch is read before the file is opened (emptied): a database that fails from the start
+        # (locked past the retries, unreachable) leaves an older export there as it was.
+        traces = itertools.chain(list(itertools.islice(traces, 1)), traces)
         try:
             with open(target, "w", encoding="utf-8", newline="\n") as stream:
                 try:
                     count = _write_export(stream, record, traces, args.format, ascii_only)
                 except BaseException:  # the database failed, the disk filled, Ctrl-C: no half an export left
-                    if target.is_file():
+                    # A regular file by that name only: unlinking a symlink (/dev/stdout is one, removable by
+                    # root) removed the link and left the file it points to, which may hold more, as written.
+                    if target.is_file() and not target.is_symlink():
                         with suppress(OSError):
                             target.unlink()
                     raise

@@ -607,11 +607,17 @@ class SqlSessionStorage:
             return None
         t, j = self._tables.traces, self._tables.trace_sessions
         position = (j.c.timestamp, j.c.seq, j.c.trace_id)
-        query = select(t.c.data, *position).join_from(j, t, self._tables.linked())
+        # Joined on trace_id alone, the seq of `Tables.linked` compared here: PostgreSQL's planner took the join on
+        # both columns for one row and sorted the whole rest of the session for every batch, where this join lets
+        # it read the batch's range of the junction's primary key in order, up to the LIMIT.
+        query = select(t.c.data, *position, t.c.seq).join_from(j, t, j.c.trace_id == t.c.trace_id)
         query = query.where(j.c.session_uid == session_uid)
         if session_name is not None:
             query = query.where(t.c.session_name == self._text(session_name))
-        query = query.order_by(*position).limit(batch_size)
+        # A batch_size beyond 64 bits reads everything at once: neither database takes it as a LIMIT (SQLite
+        # raised OverflowError, PostgreSQL "bigint out of range"), and no session holds that many traces.
+        limit = min(batch_size, _INT64_MAX)
+        query = query.order_by(*position).limit(limit)
 
         def page(after: tuple[Any, ...] | None) -> tuple[list[Trace], tuple[Any, ...] | None]:
             stmt = query
@@ -619,8 +625,8 @@ class SqlSessionStorage:
                 stmt = query.where(tuple_(*position) > tuple_(*(literal(v, c.type) for v, c in zip(after, position))))
             rows: Sequence[Any] = self._run("iter_traces", functools.partial(_all_rows, stmt), write=False)
             with gc_paused():
-                batch = decode_traces([row[0] for row in rows])
-            return batch, (tuple(rows[-1][1:]) if len(rows) == batch_size else None)
+                batch = decode_traces([row[0] for row in rows if row[2] == row[4]])  # a stale link: not its trace
+            return batch, (tuple(rows[-1][1:4]) if len(rows) == limit else None)
 
         return page
 
