@@ -227,12 +227,13 @@ def decode_traces(texts: list[str]) -> list[Trace]:
                 datas.append(_loads(text))
             except (ValueError, RecursionError) as exc:
                 logger.error("skipping a stored trace that is not valid JSON (%s): %.80r", exc, text)
-    if not all(type(data) is dict for data in datas):  # Trace.from_dict raised TypeError for the whole read
+    try:
+        return [_to_trace(data) for data in datas]
+    except TypeError:  # a row that is JSON but no object (Trace.from_dict refuses it): checked only then
         for data in datas:
             if type(data) is not dict:
                 logger.error("skipping a stored trace that is not a JSON object: %.80r", data)
-        datas = [data for data in datas if type(data) is dict]
-    return [_to_trace(data) for data in datas]
+        return [_to_trace(data) for data in datas if type(data) is dict]
 
 
 @contextmanager
