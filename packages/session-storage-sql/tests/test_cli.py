@@ -620,7 +620,8 @@ def test_export_never_writes_over_the_database_it_reads(db: Db, capsys: pytest.C
     before = hashlib.sha256(db.path.read_bytes()).hexdigest()
     link = db.path.parent / "same.db"
     link.symlink_to(db.path)
-    for target in (db.path, link):
+    side_files = [db.path.parent / f"{db.path.name}{suffix}" for suffix in ("-wal", "-shm", "-journal")]
+    for target in (db.path, link, *side_files):  # SQLite's own files beside it, whether they exist now or not
         assert_user_error(
             run(capsys, "--db", str(db.path), "export", db.uids["root"], "-o", str(target)), "is the database"
         )

@@ -538,13 +538,16 @@ def _write_export(stream: TextIO, record: SessionRecord, traces: Iterable[Trace]
 
 
 def _same_file(target: Path, source: Path) -> bool:
-    """Whether `target` is `source` or its write-ahead log or shared-memory file (by any name or link)."""
-    for path in (source, Path(f"{source}-wal"), Path(f"{source}-shm")):
+    """Whether `target` is `source` or one of the files SQLite keeps beside it (write-ahead log, shared memory,
+    rollback journal): by any name or link, or by that file's own name while it does not exist (SQLite would
+    take an export written there for its own file)."""
+    for path in (source, *(Path(f"{source}{suffix}") for suffix in ("-wal", "-shm", "-journal"))):
         try:
             if os.path.samefile(target, path):
                 return True
         except OSError:  # one of them does not exist (yet)
-            continue
+            if path != source and target.absolute() == path.absolute():
+                return True
     return False
 
 
