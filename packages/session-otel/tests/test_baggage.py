@@ -336,6 +336,23 @@ def test_a_list_changed_in_place_between_sessions_is_sent_as_it_is_now():
     assert first == member(["rl"]) and second == member(["rl", "eval"])
 
 
+def test_a_list_inside_a_tuple_changed_in_place_is_sent_as_it_is_now_and_a_tuple_of_scalars_as_it_was():
+    """A tuple of scalars cannot change, so its session's members are prepared once; a tuple holding a list can,
+    through the list, and is prepared again on each entry like a list."""
+    inner = [1]
+    session = OTelSession("tuples", pair=("a", inner), fixed=("x", 2))
+    with session:
+        first = baggage.get_baggage("session.m.pair"), baggage.get_baggage("session.m.fixed")
+    inner.append(True)
+    with session:
+        second = baggage.get_baggage("session.m.pair"), baggage.get_baggage("session.m.fixed")
+    expected = context_to_baggage_items(
+        {"name": "tuples", "uid_chain": ["u"], "metadata": {"pair": ["a", [1, True]], "fixed": ["x", 2]}}
+    )
+    assert first[1] == second[1] == expected["session.m.fixed"]
+    assert first[0] != second[0] == expected["session.m.pair"]
+
+
 def test_the_propagator_sends_what_session_http_sends_for_the_innermost_session(caplog):
     """session-core's `session_baggage` writes the header for both: an inner ContextVarSession is what goes out,
     and metadata JSON cannot carry is left out of the header, not the whole session."""

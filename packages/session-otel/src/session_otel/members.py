@@ -165,7 +165,14 @@ and attributes built from it then hold only until it does)."""
 _templates: dict[tuple[Any, ...], Template] = {}
 
 
-_IMMUTABLE = frozenset({str, int, float, bool, type(None)})  # metadata values that cannot change in place
+_IMMUTABLE = frozenset({str, int, float, bool, type(None)})
+
+
+def _fixed(value: Any) -> bool:
+    """Whether a metadata value cannot change in place: a JSON scalar, or a tuple of them (as session-core's
+    outgoing header cache reads it)."""
+    kind = type(value)
+    return kind in _IMMUTABLE or (kind is tuple and all(_fixed(item) for item in value))
 
 
 def _build_template(name: str, metadata: Any) -> Template:
@@ -186,7 +193,7 @@ def _build_template(name: str, metadata: Any) -> Template:
     attrs[SESSION_NAME] = text(name)
     attrs[SESSION_UID_CHAIN] = ()
     attrs[SESSION_ID] = ""
-    mutable = not all(type(value) in _IMMUTABLE for value in metadata.values())
+    mutable = not all(_fixed(value) for value in metadata.values())
     return items, attrs, span_name, tuple(unserializable), mutable
 
 
