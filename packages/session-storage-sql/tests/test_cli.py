@@ -467,117 +467,81 @@ def test_export_streams_batches_into_the_text_one_dump_would_make(
         assert target.read_text(encoding="utf-8") == wanted
 
 
-def test_an_export_the_database_fails_midway_leaves_no_partial_file(
-    db: Db, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Export streams batch by batch: when a later batch cannot be read (here the file is locked by another
-    process between two batches, past the retries), the command fails with one line and removes what it had
-    written, instead of leaving an export that looks whole."""
+def _export_locked_at_batch(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    traces: int,
+    batch: int,
+    target: Path,
+) -> tuple[int, str, str]:
+    """Export a session of `traces` traces to `target` while another process locks the database file just before
+    export's read of batch number `batch` (1: the first), past the command's retries."""
     from sqlalchemy import Engine, event
 
     from session_storage_sql import cli_db
 
     monkeypatch.setattr(cli_db, "LOCK_WAIT", 0.01)
-    path = tmp_path / "midway.db"
+    path = tmp_path / f"locked-{traces}-{batch}.db"
     storage = SqliteSessionStorage(path)
-    storage.add_traces(["midway"], "n", [Trace(name=str(i), timestamp=float(i)) for i in range(1_500)])
+    storage.add_traces(["lockedsession"], "n", [Trace(name=str(i), timestamp=float(i)) for i in range(traces)])
     storage.close()
     holder = sqlite3.connect(path, isolation_level=None)
     holder.execute("PRAGMA journal_mode = DELETE")  # an exclusive lock keeps readers out (WAL would let them in)
     batches: list[str] = []
 
-    def lock_before_the_second_batch(conn: Any, cursor: Any, statement: str, *rest: Any) -> None:
+    def lock(conn: Any, cursor: Any, statement: str, *rest: Any) -> None:
         if "LIMIT" in statement:
             batches.append(statement)
-            if len(batches) == 2:
+            if len(batches) == batch:
                 holder.execute("BEGIN EXCLUSIVE")
 
+    event.listen(Engine, "before_cursor_execute", lock)
+    try:
+        result = run(capsys, "--db", str(path), "export", "lockedsession", "-o", str(target))
+    finally:
+        event.remove(Engine, "before_cursor_execute", lock)
+        holder.close()
+    code, out, err = result
+    assert (code, out) == (1, "") and "database is locked" in err and err.count("\n") == 1, err
+    assert run(capsys, "--db", str(path), "export", "lockedsession", "-o", str(tmp_path / "whole.jsonl"))[0] == 0
+    assert len((tmp_path / "whole.jsonl").read_text(encoding="utf-8").splitlines()) == traces  # unlocked: whole
+    return result
+
+
+def test_an_export_the_database_fails_midway_leaves_no_partial_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Export streams batch by batch: when a later batch cannot be read, the command fails with one line and
+    removes what it had written, instead of leaving an export that looks whole."""
     target = tmp_path / "midway.jsonl"
     target.write_text("an older export\n", encoding="utf-8")
-    event.listen(Engine, "before_cursor_execute", lock_before_the_second_batch)
-    try:
-        code, out, err = run(capsys, "--db", str(path), "export", "midway", "-o", str(target))
-    finally:
-        event.remove(Engine, "before_cursor_execute", lock_before_the_second_batch)
-        holder.close()
-    assert (code, out) == (1, "") and "database is locked" in err and err.count("\n") == 1, err
+    _export_locked_at_batch(tmp_path, capsys, monkeypatch, 1_500, 2, target)
     assert not target.exists()
-    assert run(capsys, "--db", str(path), "export", "midway", "-o", str(target))[0] == 0  # unlocked: whole
-    assert len(target.read_text(encoding="utf-8").splitlines()) == 1_500
 
 
 def test_an_export_the_database_fails_before_its_first_trace_leaves_an_older_file_as_it_was(
-    db: Db, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The session is found, then the file is locked before the first batch is read: the command fails with
-    one line, and the file it was to write holds the older export still, as before export streamed (it was
-    emptied, then removed)."""
-    from sqlalchemy import Engine, event
-
-    from session_storage_sql import cli_db
-
-    monkeypatch.setattr(cli_db, "LOCK_WAIT", 0.01)
-    path = tmp_path / "early.db"
-    storage = SqliteSessionStorage(path)
-    storage.add_traces(["early"], "n", [Trace(name=str(i), timestamp=float(i)) for i in range(3)])
-    storage.close()
-    holder = sqlite3.connect(path, isolation_level=None)
-    holder.execute("PRAGMA journal_mode = DELETE")  # an exclusive lock keeps readers out (WAL would let them in)
-
-    def lock_before_the_first_batch(conn: Any, cursor: Any, statement: str, *rest: Any) -> None:
-        if "LIMIT" in statement and not holder.in_transaction:
-            holder.execute("BEGIN EXCLUSIVE")
-
+    """The session is found, then the file is locked before the first batch is read: the file it was to write
+    holds the older export still, as before export streamed (it was emptied, then removed)."""
     target = tmp_path / "early.jsonl"
     target.write_text("an older export\n", encoding="utf-8")
-    event.listen(Engine, "before_cursor_execute", lock_before_the_first_batch)
-    try:
-        code, out, err = run(capsys, "--db", str(path), "export", "early", "-o", str(target))
-    finally:
-        event.remove(Engine, "before_cursor_execute", lock_before_the_first_batch)
-        holder.close()
-    assert (code, out) == (1, "") and "database is locked" in err and err.count("\n") == 1, err
+    _export_locked_at_batch(tmp_path, capsys, monkeypatch, 3, 1, target)
     assert target.read_text(encoding="utf-8") == "an older export\n"
-    assert run(capsys, "--db", str(path), "export", "early", "-o", str(target))[0] == 0  # unlocked: written
-    assert len(target.read_text(encoding="utf-8").splitlines()) == 3
 
 
 def test_an_export_failing_midway_through_a_symlink_leaves_the_link(
-    db: Db, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """-o names a symlink (``/dev/stdout`` is one, to the file the shell redirected to): a failure partway
     removed the link itself (as root, /dev/stdout from the system) and left the file it points to half
     written. Only a regular file the export created by that name is removed; a link is left as it is."""
-    from sqlalchemy import Engine, event
-
-    from session_storage_sql import cli_db
-
-    monkeypatch.setattr(cli_db, "LOCK_WAIT", 0.01)
-    path = tmp_path / "linked.db"
-    storage = SqliteSessionStorage(path)
-    storage.add_traces(["linked"], "n", [Trace(name=str(i), timestamp=float(i)) for i in range(1_500)])
-    storage.close()
-    holder = sqlite3.connect(path, isolation_level=None)
-    holder.execute("PRAGMA journal_mode = DELETE")  # an exclusive lock keeps readers out (WAL would let them in)
-    batches: list[str] = []
-
-    def lock_before_the_second_batch(conn: Any, cursor: Any, statement: str, *rest: Any) -> None:
-        if "LIMIT" in statement:
-            batches.append(statement)
-            if len(batches) == 2:
-                holder.execute("BEGIN EXCLUSIVE")
-
     real = tmp_path / "real.jsonl"
     real.write_text("", encoding="utf-8")
     link = tmp_path / "link.jsonl"
     link.symlink_to(real)
-    event.listen(Engine, "before_cursor_execute", lock_before_the_second_batch)
-    try:
-        code, out, err = run(capsys, "--db", str(path), "export", "linked", "-o", str(link))
-    finally:
-        event.remove(Engine, "before_cursor_execute", lock_before_the_second_batch)
-        holder.close()
-    assert (code, out) == (1, "") and "database is locked" in err and err.count("\n") == 1, err
+    _export_locked_at_batch(tmp_path, capsys, monkeypatch, 1_500, 2, link)
     assert link.is_symlink() and link.resolve() == real.resolve()
 
 
