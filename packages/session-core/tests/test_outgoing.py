@@ -242,6 +242,21 @@ def test_the_cached_header_follows_any_sequence_of_changes(first: Any, steps: li
             assert session_baggage(s) == encode_baggage(s.to_context()), (kind, dict(s.metadata))
 
 
+def test_a_value_whose_comparison_raises_costs_the_cache_not_the_request():
+    class Touchy(float):  # JSON writes it as a float; comparing it raises
+        def __eq__(self, other: object) -> bool:
+            raise RuntimeError("no comparisons")
+
+        def __ne__(self, other: object) -> bool:
+            raise RuntimeError("no comparisons")
+
+        __hash__ = float.__hash__
+
+    with ContextVarSession("n", values=[Touchy(1.5)]) as s:
+        for _ in range(3):
+            assert session_baggage(s) == encode_baggage(s.to_context())
+
+
 def test_the_header_stays_cached_across_unrelated_metadata_changes():
     with ContextVarSession("n", k=1, t=[1, 2.5]) as s:
         first = session_baggage(s)

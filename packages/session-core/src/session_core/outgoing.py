@@ -154,7 +154,10 @@ def _unchanged(entry: _Entry, merged: dict[str, Any]) -> bool:
     if view is merged:
         for key, copied, numeric in watched:
             value = merged[key]
-            if value != copied or (numeric and not _same_json_type(copied, value)):
+            try:
+                if value != copied or (numeric and not _same_json_type(copied, value)):
+                    return False
+            except Exception:  # a value whose == raises (or answers no bool): built anew, never a failed request
                 return False
         return True
     watch = _watch(merged)
