@@ -9,7 +9,8 @@ reaches a service the same way whichever of them sent it:
 - Encoding takes about ten microseconds, and a client sends the same session over and over, so the members are
   cached per session object. Each call re-checks them against what they were built from (name, uid chain,
   merged metadata, signing key), so they are never stale. Nested metadata values changed in place are seen too,
-  as `BaseSession.to_context` sees them.
+  as `BaseSession.to_context` sees them. (A dict whose items only moved may go out in its earlier order: JSON
+  objects have none.)
 - Signed members are re-signed after `SIGNED_TTL` seconds, so their issue time stays within the receiver's
   max-age.
 """
