@@ -161,11 +161,18 @@ def _unchanged(entry: _Entry, merged: dict[str, Any]) -> bool:
             except Exception:  # a value whose == raises (or answers no bool): built anew, never a failed request
                 return False
         return True
+    built = entry.merged
+    if not _matches(built, merged):
+        return False  # a miss: `_members` copies what it watches once, before encoding anew
     watch = _watch(merged)
-    if entry.merged != merged or not _same_types(entry.merged, merged):
+    if not _matches(built, merged):  # changed in place meanwhile: copies newer than the members are never noted
         return False
     entry.watch = watch
     return True
+
+
+def _matches(built: dict[str, Any], merged: dict[str, Any]) -> bool:
+    return built == merged and _same_types(built, merged)
 
 
 def _watch(view: dict[str, Any]) -> _Watch:
