@@ -322,6 +322,50 @@ def test_sessions_sharing_a_template_never_mix_up_equal_containers(also):
             assert attrs["session.metadata.v"] == attribute_value(value), value
 
 
+# Values that compare equal while encoding differently; the template cache must tell them apart wherever they sit
+# in lists, tuples and dicts of every size around its limits (64 items, 4 levels, 256-character strings).
+_LOOKALIKE = {0: (False, 0.0, -0.0), 1: (True, 1.0), 2.5: (2.5,), "1": ("1",), "x" * 256: ("x" * 256,), None: (None,)}
+LEAVES = st.sampled_from([v for twins in _LOOKALIKE.values() for v in twins] + list(_LOOKALIKE) + ["x" * 257])
+LOOKALIKES = st.recursive(
+    LEAVES,
+    lambda inner: st.lists(inner, max_size=70)
+    | st.lists(inner, max_size=3).map(tuple)
+    | st.dictionaries(st.sampled_from(["a", "b", "x" * 257]), inner, max_size=3),
+    max_leaves=80,
+)
+
+
+def _twin(value, draw):
+    """`value` with every leaf swapped for one that compares equal (1 for True, -0.0 for 0.0, ...)."""
+    if isinstance(value, (list, tuple)):
+        return type(value)(_twin(item, draw) for item in value)
+    if isinstance(value, dict):
+        return {k: _twin(v, draw) for k, v in value.items()}
+    for plain, twins in _LOOKALIKE.items():
+        group = (plain, *twins)
+        if repr(value) in map(repr, group):
+            return draw(st.sampled_from(group))
+    return value
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(metadata=st.dictionaries(st.sampled_from(["v", "w"]), LOOKALIKES, min_size=1, max_size=2), data=st.data())
+def test_cached_members_and_attributes_equal_a_fresh_encoding_for_lookalike_values(metadata, data):
+    """Sessions whose metadata compare equal but encode differently, one after the other (filling the template
+    and member caches for each other): each one's baggage members and span attributes are what session-core and
+    the attribute rules give for its own metadata."""
+    twins = [metadata, {k: _twin(v, data.draw) for k, v in metadata.items()}]
+    for metadata in twins + twins[::-1]:
+        with OTelSession("lookalike", **metadata) as s:
+            members = {k: v for k, v in baggage.get_all().items() if k.startswith("session.m.")}
+            attrs = {k: v for k, v in s.span_attributes().items() if k.startswith("session.metadata.")}
+        expected = context_to_baggage_items({"name": "lookalike", "uid_chain": ["u"], "metadata": metadata})
+        assert members == {k: v for k, v in expected.items() if k.startswith("session.m.")}, metadata
+        want = {f"session.metadata.{k}": attribute_value(v) for k, v in metadata.items()}
+        # repr, as == cannot tell 1 from True, or 0.0 from -0.0
+        assert repr(attrs) == repr({k: v for k, v in want.items() if v is not None}), metadata
+
+
 def test_a_list_changed_in_place_between_sessions_is_sent_as_it_is_now():
     def member(tags: list[str]) -> str:
         items = context_to_baggage_items({"name": "mutable", "uid_chain": ["u"], "metadata": {"tags": tags}})

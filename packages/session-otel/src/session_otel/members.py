@@ -108,15 +108,27 @@ def _freeze(value: Any, depth: int, budget: list[int]) -> Any:
     if _simple(value):
         return (t, value)
     if t is list or t is tuple:
-        return (t, tuple([_freeze(item, depth - 1, budget) for item in value]))
+        if len(value) > budget[0] or (depth == 0 and value):
+            raise _TooBig  # its items would be past the budget or the depth
+        frozen: list[Any] = []
+        for item in value:
+            kind = type(item)
+            if kind is str and len(item) <= _CACHEABLE_STR or kind is int or kind is bool:
+                budget[0] -= 1  # what _freeze(item) would do, without the call: tags are lists of short strings
+                frozen.append((kind, item))
+            else:
+                frozen.append(_freeze(item, depth - 1, budget))
+        if budget[0] < 0:
+            raise _TooBig
+        return (t, tuple(frozen))
     if t is dict:
-        frozen = []
+        pairs = []
         for k, v in value.items():
             if type(k) is not str or len(k) > _CACHEABLE_STR:
                 raise _TooBig  # JSON turns other keys into text: {1: x} and {"1": x} must not share an entry
             budget[0] -= 1
-            frozen.append((k, _freeze(v, depth - 1, budget)))
-        return (t, tuple(frozen))
+            pairs.append((k, _freeze(v, depth - 1, budget)))
+        return (t, tuple(pairs))
     raise _TooBig
 
 
@@ -132,8 +144,17 @@ def _frozen(value: Any) -> Any:
 
 def _frozen_items(metadata: Any) -> tuple[tuple[str, Any], ...] | None:
     """`_frozen` of a whole metadata mapping's items (each value within the limits of `_frozen`), or None."""
-    frozen = tuple([(key, _frozen(value)) for key, value in metadata.items()])
-    return None if any(value is None for _, value in frozen) else frozen
+    frozen = []
+    for key, value in metadata.items():
+        kind = type(value)
+        if kind is str and len(value) <= _CACHEABLE_STR or kind is int or kind is bool or value is None:
+            frozen.append((key, (kind, value)))  # what _frozen(value) returns, without the calls
+        else:
+            item = _frozen(value)
+            if item is None:
+                return None
+            frozen.append((key, item))
+    return tuple(frozen)
 
 
 def metadata_entry(key: str, value: Any) -> Entry:
