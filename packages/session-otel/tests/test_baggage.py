@@ -328,9 +328,11 @@ _LOOKALIKE = {0: (False, 0.0, -0.0), 1: (True, 1.0), 2.5: (2.5,), "1": ("1",), "
 LEAVES = st.sampled_from([v for twins in _LOOKALIKE.values() for v in twins] + list(_LOOKALIKE) + ["x" * 257])
 LOOKALIKES = st.recursive(
     LEAVES,
-    lambda inner: st.lists(inner, max_size=70)
-    | st.lists(inner, max_size=3).map(tuple)
-    | st.dictionaries(st.sampled_from(["a", "b", "x" * 257]), inner, max_size=3),
+    lambda inner: (
+        st.lists(inner, max_size=70)
+        | st.lists(inner, max_size=3).map(tuple)
+        | st.dictionaries(st.sampled_from(["a", "b", "x" * 257]), inner, max_size=3)
+    ),
     max_leaves=80,
 )
 

@@ -113,7 +113,7 @@ def _freeze(value: Any, depth: int, budget: list[int]) -> Any:
         frozen: list[Any] = []
         for item in value:
             kind = type(item)
-            if kind is str and len(item) <= _CACHEABLE_STR or kind is int or kind is bool:
+            if (kind is str and len(item) <= _CACHEABLE_STR) or kind is int or kind is bool:
                 budget[0] -= 1  # what _freeze(item) would do, without the call: tags are lists of short strings
                 frozen.append((kind, item))
             else:
@@ -147,7 +147,7 @@ def _frozen_items(metadata: Any) -> tuple[tuple[str, Any], ...] | None:
     frozen = []
     for key, value in metadata.items():
         kind = type(value)
-        if kind is str and len(value) <= _CACHEABLE_STR or kind is int or kind is bool or value is None:
+        if (kind is str and len(value) <= _CACHEABLE_STR) or kind is int or kind is bool or value is None:
             frozen.append((key, (kind, value)))  # what _frozen(value) returns, without the calls
         else:
             item = _frozen(value)
