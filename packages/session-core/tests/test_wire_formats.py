@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import base64
 import enum
+import hashlib
+import hmac
 import json
 import logging
 import math
@@ -32,6 +34,7 @@ from session_core import (
     encode_metadata_slug,
     extract_metadata_from_path,
     get_current_metadata,
+    make_context,
     session_baggage,
     sign_context,
     strip_session_members,
@@ -430,6 +433,39 @@ class TestSigning:
         verify_context(valid, self.KEY)
         with pytest.raises(SignatureError):
             verify_context({**valid, "uid_chain": ["ffff"]}, self.KEY)
+
+    @pytest.mark.parametrize(
+        "change",
+        [
+            {"storage_url": "postgresql://attacker.example/traces"},
+            {"storage_url": None},
+            {"backend": "contextvar"},
+            {"otel": {"traceparent": "00-" + "1" * 32 + "-" + "2" * 16 + "-01"}},
+            {"otel": None},
+            {"later_field": 1},
+        ],
+        ids=["storage-redirected", "storage-removed", "backend", "otel-replaced", "otel-removed", "new-field"],
+    )
+    def test_every_field_of_a_signed_context_is_covered(self, change):
+        """The signature covered only the name, uid chain and metadata: a signed context's ``storage_url`` could
+        be pointed at another database (where a worker would write the session's traces) and still verify."""
+        ctx = make_context("n", ["a", "b"], {"k": 1}, storage_url="sqlite:////srv/traces.db")
+        ctx.update(backend="otel", otel={"traceparent": "00-" + "a" * 32 + "-" + "b" * 16 + "-01"})
+        signed = sign_context(ctx, self.KEY)
+        assert verify_context(validate_context(json.loads(json.dumps(signed))), self.KEY)
+        tampered = {k: v for k, v in {**signed, **change}.items() if v is not None}
+        with pytest.raises(SignatureError, match="does not match"):
+            verify_context(tampered, self.KEY)
+
+    def test_a_context_of_name_chain_and_metadata_is_signed_as_before(self):
+        """What a baggage header carries is signed exactly as before the other fields were covered, so receivers
+        of either version verify each other's headers; and a context with a storage_url still goes out signed."""
+        ctx = {"v": 1, "name": "n", "uid_chain": ["a", "b"], "metadata": {"k": 1}}
+        payload = json.dumps(["n", ["a", "b"], {"k": 1}, 1_000], sort_keys=True, separators=(",", ":")).encode()
+        expected = base64.urlsafe_b64encode(hmac.new(self.KEY.encode(), payload, hashlib.sha256).digest())
+        assert sign_context(ctx, self.KEY, now=1_000)["sig"] == expected.rstrip(b"=").decode()
+        header = encode_baggage({**ctx, "storage_url": "sqlite:///t.db", "backend": "otel"}, signing_key=self.KEY)
+        assert decode_baggage(header, signing_key=self.KEY, strict=True)["uid_chain"] == ["a", "b"]
 
 
 FS_NAME = "caf\udce9"  # os.fsdecode(b"caf\xe9"): a non-UTF-8 file name on a UTF-8 system (a lone surrogate)

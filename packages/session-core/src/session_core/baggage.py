@@ -473,8 +473,8 @@ def encode_baggage(
     if key is not None:
         metadata = _wire_metadata(metadata)  # the signature covers the keys as they travel
     ctx = {**ctx, "metadata": metadata}
-    if key is not None:
-        ctx = sign_context(dict(ctx), key)
+    if key is not None:  # signed as the header carries it: name, uid chain and metadata (no storage_url, ...)
+        ctx = sign_context({"name": ctx["name"], "uid_chain": ctx["uid_chain"], "metadata": metadata}, key)
     others = strip_session_members(existing)
     members = _encode_context(ctx, metadata)
     ours = ",".join(members)

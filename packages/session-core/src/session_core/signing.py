@@ -1,7 +1,10 @@
 """HMAC signing of contexts, so a service can refuse contexts it did not (directly or transitively) issue.
 
 The signature covers the name, the uid chain, the merged metadata and the issue time, so it cannot be moved
-onto another session's chain, and a tampered field fails verification. The key comes from the argument or
+onto another session's chain, and every other field the context holds (``storage_url``, ``backend``, ``otel``,
+any field a later version adds), so a tampered field fails verification: a signed context cannot be redirected
+to another storage. (A context with none of those, such as what a ``baggage`` header carries, is signed exactly
+as before they were covered.) The key comes from the argument or
 ``$SESSION_SIGNING_KEY``; it is never written into a context or a header.
 """
 
@@ -44,8 +47,14 @@ def resolve_signing_key(key: str | bytes | None = None) -> bytes | None:
     return key
 
 
+_COVERED_APART = frozenset(("v", "name", "uid_chain", "metadata", "ts", "sig"))  # "v" is checked when read
+
+
 def _payload(ctx: dict[str, Any], ts: int) -> bytes:
     body = [ctx["name"], list(ctx["uid_chain"]), ctx.get("metadata", {}), ts]
+    others = {key: value for key, value in ctx.items() if key not in _COVERED_APART}
+    if others:  # storage_url, backend, otel: covered too, or a signed context could be sent to another storage
+        body.append(others)
     return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
 
 
