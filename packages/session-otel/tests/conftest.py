@@ -1,19 +1,23 @@
 """session-otel fixtures.
 
-OpenTelemetry lets a process set its global TracerProvider once, so it is set here, once, before any test runs:
-an SDK provider exporting to an `InMemorySpanExporter` (when the SDK is installed; the bare variant runs on the
-API's no-op provider) with `SessionSpanProcessor` on it; then `init_otel_distributed_tracing()` as an
-application would call it at startup.
+OpenTelemetry lets a process set its global TracerProvider once, so it is set here, once, before this package's
+first test runs: an SDK provider exporting to an `InMemorySpanExporter` (when the SDK is installed; the bare
+variant runs on the API's no-op provider) with `SessionSpanProcessor` on it; then
+`init_otel_distributed_tracing()` as an application would call it at startup. After this package's last test,
+OpenTelemetry's globals and the requests/httpx instrumentation are put back as they were, so the other packages'
+suites can run in the same pytest process (``pytest packages/``).
 """
 
 from __future__ import annotations
 
+import importlib
 import os
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
-from opentelemetry import baggage, trace
+from opentelemetry import baggage, propagate, trace
 from opentelemetry.context import get_current
 
 from session_core import stack
@@ -34,10 +38,56 @@ else:
 _exporter: Any = None
 
 
-def _configure_once() -> None:
+def _reset_otel_globals() -> None:
+    """Forget the global TracerProvider and session-otel's setup, and take the instrumentation off requests and
+    httpx (as OpenTelemetry's own test utilities do: its API has no way to unset a provider)."""
+    from session_otel import _state, tracing
+
+    for module, name in (
+        ("opentelemetry.instrumentation.requests", "RequestsInstrumentor"),
+        ("opentelemetry.instrumentation.httpx", "HTTPXClientInstrumentor"),
+    ):
+        try:
+            instrumentor = getattr(importlib.import_module(module), name)()
+        except ImportError:
+            continue
+        if instrumentor.is_instrumented_by_opentelemetry:
+            instrumentor.uninstrument()
+    trace._TRACER_PROVIDER = None  # type: ignore[attr-defined]
+    trace._TRACER_PROVIDER_SET_ONCE._done = False  # type: ignore[attr-defined]
+    tracing._setup = None
+    _state.initialized = False
+
+
+_HERE = Path(__file__).resolve().parent
+_saved: tuple[Any, dict[str, str]] | None = None  # what the first test here found: global propagator, environment
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """OpenTelemetry set up as an application would, before this package's first test (of a run of them)."""
+    global _saved
+    if _saved is None:
+        _saved = (propagate.get_global_textmap(), dict(os.environ))
+        _reset_otel_globals()  # another package's suite may have set a provider of its own in this process
+        _configure()
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> None:
+    """After this package's last test (of a run of them), OpenTelemetry is put back as it was found."""
+    global _saved
+    if _saved is not None and (nextitem is None or _HERE not in Path(nextitem.path).resolve().parents):
+        textmap, environ = _saved
+        _saved = None
+        _reset_otel_globals()
+        propagate.set_global_textmap(textmap)
+        os.environ.clear()
+        os.environ.update(environ)
+
+
+def _configure() -> None:
     global _exporter
-    if current_setup() is not None:
-        return
     os.environ.pop("SESSION_PROPAGATE_TO", None)
     os.environ.pop("SESSION_SIGNING_KEY", None)
     os.environ.pop("SESSION_STORAGE_URL", None)
@@ -48,9 +98,6 @@ def _configure_once() -> None:
         provider.add_span_processor(SimpleSpanProcessor(_exporter))
         trace.set_tracer_provider(provider)
     init_otel_distributed_tracing(service_name="session-otel-tests")
-
-
-_configure_once()
 
 
 @pytest.fixture(autouse=True)
