@@ -118,6 +118,27 @@ def run(quick: bool) -> list[Result]:
         )
     )
 
+    tagged = OTelSession("bench", tracer=noop, tags=["rl", "eval"], **META)
+    t_attrs, t_items = tagged.span_attributes(), tagged.baggage_items
+
+    def api_tags() -> None:
+        with OTelSession("bench", tracer=noop, tags=["rl", "eval"], **META):  # a new list each time, as in a server
+            pass
+
+    figure, floor = _paired(api_tags, _api_floor(noop, "session:bench", t_attrs, t_items), n)
+    results.append(
+        Result(
+            "otel",
+            "the same with a list in the metadata (tags=['rl', 'eval'], 4 keys)",
+            figure * US,
+            "us",
+            "the same OTel API floor, with the tags member",
+            floor * US,
+            "reported",
+            True,
+        )
+    )
+
     try:
         from opentelemetry.sdk.trace import TracerProvider
     except ImportError:
