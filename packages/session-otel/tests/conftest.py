@@ -5,7 +5,7 @@ first test runs: an SDK provider exporting to an `InMemorySpanExporter` (when th
 variant runs on the API's no-op provider) with `SessionSpanProcessor` on it; then
 `init_otel_distributed_tracing()` as an application would call it at startup. After this package's last test,
 OpenTelemetry's globals and the requests/httpx instrumentation are put back as they were, so the other packages'
-suites can run in the same pytest process (``pytest packages/``).
+suites can run in the same pytest process, before or after it.
 """
 
 from __future__ import annotations

@@ -4,8 +4,9 @@ The signature covers the name, the uid chain, the merged metadata and the issue 
 onto another session's chain, and every other field the context holds (``storage_url``, ``backend``, ``otel``,
 any field a later version adds), so a tampered field fails verification: a signed context cannot be redirected
 to another storage. (A context with none of those, such as what a ``baggage`` header carries, is signed exactly
-as before they were covered.) The key comes from the argument or
-``$SESSION_SIGNING_KEY``; it is never written into a context or a header.
+as before they were covered.)
+
+The key comes from the argument or ``$SESSION_SIGNING_KEY``; it is never written into a context or a header.
 """
 
 from __future__ import annotations
