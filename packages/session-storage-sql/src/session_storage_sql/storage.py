@@ -561,8 +561,10 @@ class SqlSessionStorage:
 
         Each batch is a read of its own, retried like any read, that continues after the last trace of the one
         before (by the position traces are listed in, not by an offset), so no trace is read twice or skipped
-        when others are added meanwhile; those added before the position reached are not seen. The arguments
-        are checked when this is called: `batch_size` must be an int of at least 1.
+        when others are added meanwhile; those added before the position reached are not seen. It is no
+        snapshot: a trace cleared and added again during the iteration is a new write, and is read again when
+        it lands after the position reached (`get_traces` reads in one statement). The arguments are checked
+        when this is called: `batch_size` must be an int of at least 1.
         """
         pages = self._pages(session_uid, session_name, batch_size)
 
