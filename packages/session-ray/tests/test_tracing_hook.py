@@ -31,6 +31,12 @@ def traced_ray(ray_init_kwargs: Callable[..., dict[str, Any]], ship_module: Call
     ray.init(**ray_init_kwargs(_tracing_startup_hook=HOOK))
     yield ray
     ray.shutdown()
+    # Ray leaves its hook on in this (driver) process after shutdown: every later ray.init here would wrap tasks
+    # for tracing, which then fail in workers started without the hook. Later suites in this process get it off.
+    from ray.util.tracing import tracing_helper
+
+    tracing_helper._global_is_tracing_enabled = False
+    tracing_helper._opentelemetry = None
 
 
 def _tracing_on() -> bool:
