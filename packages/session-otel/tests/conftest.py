@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import importlib
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,8 +20,9 @@ import pytest
 from opentelemetry import baggage, propagate, trace
 from opentelemetry.context import get_current
 
+import session_core
 from session_core import stack
-from session_otel import SessionSpanProcessor, init_otel_distributed_tracing
+from session_otel import OTelSession, SessionSpanProcessor, init_otel_distributed_tracing
 from session_otel.tracing import current_setup
 
 HAVE_SDK: bool
@@ -133,3 +134,30 @@ def restore_hosts() -> Iterator[None]:
     assert before is not None
     yield
     init_otel_distributed_tracing(propagate_to=before.propagate_to or "*")
+
+
+def _handler_report(path: str) -> dict[str, Any]:
+    """What a service handler sees with only OpenTelemetry's server instrumentation (ASGI, WSGI) in front of it and
+    no session middleware; ``/record`` records a trace there, ``/child`` opens a session there."""
+    span_ctx = trace.get_current_span().get_span_context()
+    report: dict[str, Any] = {
+        "metadata": session_core.get_current_metadata(),
+        "name": session_core.get_current_session_name(),
+        "uids": session_core.get_active_session_uids(),
+        "trace_id": f"{span_ctx.trace_id:032x}" if span_ctx.is_valid else None,
+        "tenant": baggage.get_baggage("tenant"),
+    }
+    if path == "/record":  # no session object here: nothing is stored, and a warning says why
+        report["recorded"] = session_core.record_trace(name="handler-call")
+    if path == "/child":
+        with OTelSession(handler="child") as child:  # continues the caller's session
+            report["child_chain"] = child.uid_chain
+            report["child_metadata"] = session_core.get_current_metadata()
+            report["child_trace_id"] = child.trace_id
+    return report
+
+
+@pytest.fixture(scope="session")
+def handler_report() -> Callable[[str], dict[str, Any]]:
+    """`_handler_report`, for the servers of test_http (ASGI) and test_wsgi (WSGI)."""
+    return _handler_report

@@ -4,15 +4,16 @@ middleware, real httpx/requests clients instrumented by init_otel_distributed_tr
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from opentelemetry import baggage, propagate, trace
+from opentelemetry import baggage, propagate
 from opentelemetry.context import attach, detach
 
 import session_core
@@ -24,36 +25,28 @@ uvicorn = pytest.importorskip("uvicorn")
 asgi = pytest.importorskip("opentelemetry.instrumentation.asgi")
 
 
-async def _app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+async def _app(report_of: Callable[[str], dict[str, Any]], scope: dict[str, Any], receive: Any, send: Any) -> None:
     """What a service handler sees: only what OTel's ASGI middleware extracted, no session middleware."""
     assert scope["type"] == "http"
     headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
-    span_ctx = trace.get_current_span().get_span_context()
-    report: dict[str, Any] = {
-        "metadata": session_core.get_current_metadata(),
-        "name": session_core.get_current_session_name(),
-        "uids": session_core.get_active_session_uids(),
-        "trace_id": f"{span_ctx.trace_id:032x}" if span_ctx.is_valid else None,
-        "baggage_header": headers.get("baggage"),
-        "tenant": baggage.get_baggage("tenant"),
-    }
-    if scope["path"] == "/record":  # no session object here: nothing is stored, and a warning says why
-        report["recorded"] = session_core.record_trace(name="handler-call")
-    if scope["path"] == "/child":
-        with OTelSession(handler="child") as child:  # continues the caller's session
-            report["child_chain"] = child.uid_chain
-            report["child_metadata"] = session_core.get_current_metadata()
+    report = report_of(scope["path"])
+    report["baggage_header"] = headers.get("baggage")
     body = json.dumps(report).encode()
     await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"application/json")]})
     await send({"type": "http.response.body", "body": body})
 
 
 @pytest.fixture(scope="module")
-def port() -> Iterator[int]:
+def port(handler_report: Callable[[str], dict[str, Any]]) -> Iterator[int]:
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
-    config = uvicorn.Config(asgi.OpenTelemetryMiddleware(_app), lifespan="off", log_level="warning", access_log=False)
+    config = uvicorn.Config(
+        asgi.OpenTelemetryMiddleware(functools.partial(_app, handler_report)),
+        lifespan="off",
+        log_level="warning",
+        access_log=False,
+    )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()

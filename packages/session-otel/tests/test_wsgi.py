@@ -4,18 +4,18 @@ wrapped only in OTel's WSGI middleware (no session middleware), called by a real
 
 from __future__ import annotations
 
+import functools
 import json
 import socketserver
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 import pytest
-from opentelemetry import baggage, propagate, trace
+from opentelemetry import baggage, propagate
 from opentelemetry.context import attach, detach
 
-import session_core
 from session_otel import OTelSession
 from session_otel.tracing import current_setup
 
@@ -23,22 +23,9 @@ httpx = pytest.importorskip("httpx")
 wsgi = pytest.importorskip("opentelemetry.instrumentation.wsgi")
 
 
-def _app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+def _app(report_of: Callable[[str], dict[str, Any]], environ: dict[str, Any], start_response: Any) -> list[bytes]:
     """What a WSGI handler sees: only what OTel's WSGI middleware extracted."""
-    span_ctx = trace.get_current_span().get_span_context()
-    report: dict[str, Any] = {
-        "metadata": session_core.get_current_metadata(),
-        "name": session_core.get_current_session_name(),
-        "uids": session_core.get_active_session_uids(),
-        "trace_id": f"{span_ctx.trace_id:032x}" if span_ctx.is_valid else None,
-        "tenant": baggage.get_baggage("tenant"),
-    }
-    if environ["PATH_INFO"] == "/child":
-        with OTelSession(handler="child") as child:  # continues the caller's session
-            report["child_chain"] = child.uid_chain
-            report["child_metadata"] = session_core.get_current_metadata()
-            report["child_trace_id"] = child.trace_id
-    body = json.dumps(report).encode()
+    body = json.dumps(report_of(environ["PATH_INFO"])).encode()
     start_response("200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(body)))])
     return [body]
 
@@ -53,8 +40,9 @@ class _Quiet(WSGIRequestHandler):
 
 
 @pytest.fixture(scope="module")
-def port() -> Iterator[int]:
-    server = make_server("127.0.0.1", 0, wsgi.OpenTelemetryMiddleware(_app), server_class=_Server, handler_class=_Quiet)
+def port(handler_report: Callable[[str], dict[str, Any]]) -> Iterator[int]:
+    app = wsgi.OpenTelemetryMiddleware(functools.partial(_app, handler_report))
+    server = make_server("127.0.0.1", 0, app, server_class=_Server, handler_class=_Quiet)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     yield server.server_address[1]
